@@ -1,1 +1,29 @@
+"""SQLAlchemy integration, following pgai's: ``vectorizer_relationship`` and semantic search.
 
+``BlogPost.content_embeddings`` is the mapped class of the vectorizer's embedding store
+(``BlogPostContentEmbeddings``), ``post.content_embeddings`` the post's chunks, and
+``BlogPost.content_embeddings.search(session, "text")`` (``search_async`` for an
+``AsyncSession``) ranks chunks by distance to the text embedded with the vectorizer's own model.
+"""
+
+from pgai_orm.sqlalchemy.embedding_model import (
+    MANAGED_TABLES_KEY,
+    EmbeddingModel,
+    VectorizerBinding,
+)
+from pgai_orm.sqlalchemy.errors import VectorizerDimensionsError, VectorizerNotFoundError
+from pgai_orm.sqlalchemy.relationship import VectorizerRelationship, vectorizer_relationship
+from pgai_orm.sqlalchemy.search import DISTANCES, SearchResult, search_statement
+
+__all__ = [
+    "DISTANCES",
+    "MANAGED_TABLES_KEY",
+    "EmbeddingModel",
+    "SearchResult",
+    "VectorizerBinding",
+    "VectorizerDimensionsError",
+    "VectorizerNotFoundError",
+    "VectorizerRelationship",
+    "search_statement",
+    "vectorizer_relationship",
+]

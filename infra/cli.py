@@ -1,0 +1,122 @@
+"""The ``vectorizer`` command: ``vectorizer dev up|down|status|env`` plus other packages' commands.
+
+Other packages plug in by exposing a click command or group and being listed in
+``PLUGIN_COMMANDS``; a plugin whose module does not exist yet is skipped, any other import error
+surfaces (a broken plugin must not silently vanish from the CLI).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from infra.errors import InfraError
+from infra.stack import STATE_DIR_ENV, EmbeddedStack
+
+#: ``module:attribute`` of click commands added under ``vectorizer``; add one line per package.
+PLUGIN_COMMANDS: tuple[str, ...] = (
+    "connector.cli:cli",
+    "processors.cli:cli",
+    "pgai_orm.cli:cli",
+)
+
+
+@click.group(name="vectorizer")
+def main() -> None:
+    """Streaming embeddings for PostgreSQL: logical replication -> Kafka -> processors -> pgvector."""
+
+
+@main.group(name="dev")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar=STATE_DIR_ENV,
+              default=None, help=f"Where the stack keeps its data (default: ./.state, or ${STATE_DIR_ENV}).")
+@click.pass_context
+def dev(ctx: click.Context, state_dir: Path | None) -> None:
+    """The embedded dev stack: PostgreSQL 18 + pgvector and a Tansu Kafka broker on 127.0.0.1.
+
+    Dev defaults only: the `postgres` superuser has no password (trust auth on 127.0.0.1),
+    fsync is off, and the broker keeps topics in memory (lost on `down`).
+    """
+    ctx.obj = state_dir
+
+
+def _stack(ctx: click.Context, **kwargs: object) -> EmbeddedStack:
+    return EmbeddedStack(ctx.obj, **kwargs)  # type: ignore[arg-type]
+
+
+def _fail(exc: InfraError) -> None:
+    raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@dev.command()
+@click.option("--pg-port", type=int, default=None,
+              help="PostgreSQL port; fails if taken (default: the last one if free, else any free one).")
+@click.option("--kafka-port", type=int, default=None,
+              help="Broker port; fails if taken (default: the last one if free, else any free one).")
+@click.pass_context
+def up(ctx: click.Context, pg_port: int | None, kafka_port: int | None) -> None:
+    """Start PostgreSQL and the broker (reuses a stack that already runs)."""
+    started = time.monotonic()
+    try:
+        info = _stack(ctx, pg_port=pg_port, kafka_port=kafka_port).up()
+    except InfraError as exc:
+        _fail(exc)
+        return
+    click.echo(f"stack up in {time.monotonic() - started:.2f}s", err=True)
+    for key, value in info.env().items():
+        click.echo(f"{key}={value}")
+
+
+@dev.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Drop the cluster's logical replication slots and stop both services."""
+    try:
+        dropped = _stack(ctx).down()
+    except InfraError as exc:
+        _fail(exc)
+        return
+    if dropped:
+        click.echo(f"dropped replication slots: {', '.join(dropped)}")
+    click.echo("stack stopped")
+
+
+@dev.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Show what runs; exit status 1 when a service is down."""
+    services = _stack(ctx).status()
+    for svc in services:
+        state = f"running pid={svc.pid} {svc.address}" if svc.running else "stopped"
+        click.echo(f"{svc.name}: {state}")
+    if not all(svc.running for svc in services):
+        sys.exit(1)
+
+
+@dev.command()
+@click.pass_context
+def env(ctx: click.Context) -> None:
+    """Print KEY=value lines for the running stack: use `export $(vectorizer dev env)`."""
+    stack = _stack(ctx)
+    if not stack.is_running():
+        raise click.ClickException("the dev stack is not running: start it with `vectorizer dev up`")
+    for key, value in stack.info().env().items():
+        click.echo(f"{key}={value}")
+
+
+def _load_plugins() -> None:
+    for spec in PLUGIN_COMMANDS:
+        module_name, attr = spec.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # that package has no CLI (yet)
+            raise
+        main.add_command(getattr(module, attr))
+
+
+_load_plugins()

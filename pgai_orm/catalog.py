@@ -1,0 +1,104 @@
+"""The vectorizer catalog: where every part of the pipeline learns what vectorizers exist.
+
+The catalog lives in the schema ``vectorizer`` of the user's database. Its tables and the
+server-side functions that create, alter and drop vectorizers are in ``sql/catalog.sql``: the
+same SQL serves online migrations, offline ``alembic upgrade --sql`` and the tests, and the
+validation runs against the real source table inside the migration's transaction.
+
+This module holds what Python needs around that SQL: the script itself, and a typed view of a
+catalog row for the connector, the processors and the ORM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+CATALOG_SCHEMA = "vectorizer"
+SLOT_PREFIX = "vectorizer"
+
+
+@cache
+def catalog_sql() -> str:
+    """The idempotent script that installs the catalog tables and functions."""
+    return files("pgai_orm").joinpath("sql/catalog.sql").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryKeyColumn:
+    """One column of a source table's primary key, as the catalog records it."""
+
+    attname: str
+    typname: str
+    attnum: int
+
+
+@dataclass(frozen=True, slots=True)
+class VectorizerRecord:
+    """One row of ``vectorizer.vectorizers`` joined with the config version being served."""
+
+    id: int
+    name: str
+    source_schema: str
+    source_table: str
+    source_pk: tuple[PrimaryKeyColumn, ...]
+    target_schema: str
+    target_table: str
+    view_schema: str
+    view_table: str
+    config: dict[str, Any]
+    config_version: int
+    publication_name: str
+
+    @property
+    def source_qualified(self) -> str:
+        """``schema.table`` of the source, for messages and topic names (not for SQL)."""
+        return f"{self.source_schema}.{self.source_table}"
+
+
+_SELECT_VECTORIZERS = """
+SELECT id, name, source_schema, source_table, source_pk, target_schema, target_table,
+       view_schema, view_table, config, config_version, publication_name
+  FROM vectorizer.vectorizers
+"""
+
+
+def _record(row: tuple[Any, ...]) -> VectorizerRecord:
+    pk = tuple(PrimaryKeyColumn(c["attname"], c["typname"], int(c["attnum"])) for c in row[4])
+    return VectorizerRecord(
+        id=row[0], name=row[1], source_schema=row[2], source_table=row[3], source_pk=pk,
+        target_schema=row[5], target_table=row[6], view_schema=row[7], view_table=row[8],
+        config=row[9], config_version=row[10], publication_name=row[11],
+    )
+
+
+def catalog_exists(conn: Any) -> bool:
+    """Whether the catalog is installed in the database of ``conn`` (a psycopg connection)."""
+    row = conn.execute("SELECT to_regclass('vectorizer.vectorizers') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def load_vectorizers(conn: Any) -> list[VectorizerRecord]:
+    """Every vectorizer of the database, ordered by id; empty when no catalog exists."""
+    if not catalog_exists(conn):
+        return []
+    return [_record(r) for r in conn.execute(_SELECT_VECTORIZERS + " ORDER BY id").fetchall()]
+
+
+def find_vectorizer(conn: Any, *, name: str | None = None, target_schema: str | None = None,
+                    target_table: str | None = None) -> VectorizerRecord | None:
+    """One vectorizer by name or by its store table, or None."""
+    if not catalog_exists(conn):
+        return None
+    if name is not None:
+        row = conn.execute(_SELECT_VECTORIZERS + " WHERE name = %s", (name,)).fetchone()
+    else:
+        row = conn.execute(
+            _SELECT_VECTORIZERS
+            + " WHERE target_table = %s AND (%s::text IS NULL OR target_schema = %s)"
+              " ORDER BY (target_schema = ANY (current_schemas(false))) DESC LIMIT 1",
+            (target_table, target_schema, target_schema),
+        ).fetchone()
+    return _record(row) if row else None

@@ -1,0 +1,202 @@
+"""The mapped class of an embedding store table, generated from its parent's mapping.
+
+``op.create_vectorizer`` creates ``<source>_embedding_store`` with ``embedding_uuid``, copies of
+the source's primary key, ``chunk_seq``, ``chunk`` and ``embedding vector(N)``. The class built
+here maps exactly those columns (nothing inherited from the parent's mixins or abstract bases)
+and a ``parent`` relationship back. The foreign key to the parent exists in the ORM metadata
+only, so that ``join()`` finds the ON clause; the real store table is the pipeline's, and its
+table name is listed in ``metadata.info["pgai_managed_tables"]`` so autogenerate leaves it alone.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    ColumnElement,
+    ForeignKeyConstraint,
+    Integer,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+)
+from sqlalchemy.orm import Mapper, mapped_column, relationship
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Mapped, Session
+
+    from pgai_orm.sqlalchemy.search import Distance, SearchResult
+
+MANAGED_TABLES_KEY = "pgai_managed_tables"
+
+
+@dataclass(frozen=True)
+class VectorizerBinding:
+    """One ``vectorizer_relationship`` attached to one mapped class: everything both sides need."""
+
+    owner: type
+    attribute: str
+    dimensions: int
+    table_name: str
+    schema: str | None
+    relationship_kwargs: dict[str, Any] = field(default_factory=dict)
+    parent_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def relationship_key(self) -> str:
+        """The owner's real relationship attribute, for loader options (``selectinload``)."""
+        return f"{self.attribute}_relationship"
+
+    @property
+    def class_name(self) -> str:
+        """``BlogPost`` + ``content_embeddings`` -> ``BlogPostContentEmbeddings``."""
+        words = re.split(r"[^0-9A-Za-z]+", self.attribute)
+        return self.owner.__name__ + "".join(w[:1].upper() + w[1:] for w in words if w)
+
+    @property
+    def table_fullname(self) -> str:
+        """``schema.table`` when schema-qualified, as ``Table.fullname`` spells it."""
+        return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+
+    def describe(self) -> str:
+        """How error messages name the model: the user's own spelling."""
+        return f"{self.owner.__name__}.{self.attribute}"
+
+
+class EmbeddingModel:
+    """Behaviour shared by every generated embedding class; contributes no columns.
+
+    ``search``/``search_async`` and ``check_dimensions``/``check_dimensions_async`` are sync and
+    async twins: SQLAlchemy's ``AsyncSession`` cannot run a sync call, so the caller picks.
+    """
+
+    __vectorizer__: ClassVar[VectorizerBinding]
+
+    if TYPE_CHECKING:
+        embedding_uuid: Mapped[uuid.UUID]
+        chunk_seq: Mapped[int]
+        chunk: Mapped[str]
+        embedding: Mapped[Any]
+        parent: Any
+
+    @classmethod
+    def check_dimensions(cls, session: Session, *, refresh: bool = True) -> None:
+        """Compare the model's dimensions with the catalog; raise ``VectorizerDimensionsError``.
+
+        ``search`` runs the same check on its first call per engine; call this at start-up to
+        fail before the first query.
+        """
+        from pgai_orm.sqlalchemy.search import vectorizer_info
+
+        vectorizer_info(cls, session, refresh=refresh)
+
+    @classmethod
+    async def check_dimensions_async(cls, session: AsyncSession, *, refresh: bool = True) -> None:
+        """Async twin of :meth:`check_dimensions`."""
+        from pgai_orm.sqlalchemy.search import vectorizer_info_async
+
+        await vectorizer_info_async(cls, session, refresh=refresh)
+
+    @classmethod
+    def search(
+        cls,
+        session: Session,
+        query: str | Sequence[float],
+        *,
+        limit: int = 5,
+        filter: ColumnElement[bool] | Sequence[ColumnElement[bool]] | None = None,  # noqa: A002
+        distance: Distance = "cosine",
+    ) -> list[SearchResult]:
+        """The ``limit`` chunks nearest to ``query``, each with its parent, in one SELECT.
+
+        A text query is embedded by the vectorizer's own embedder (read from the catalog), so it
+        lands in the same vector space as the stored chunks. ``filter`` is any WHERE criteria on
+        the embedding class or the parent (``BlogPost.title.ilike("%x%")``).
+        """
+        from pgai_orm.sqlalchemy.search import search
+
+        return search(cls, session, query, limit=limit, filter=filter, distance=distance)
+
+    @classmethod
+    async def search_async(
+        cls,
+        session: AsyncSession,
+        query: str | Sequence[float],
+        *,
+        limit: int = 5,
+        filter: ColumnElement[bool] | Sequence[ColumnElement[bool]] | None = None,  # noqa: A002
+        distance: Distance = "cosine",
+    ) -> list[SearchResult]:
+        """Async twin of :meth:`search` (embedding and query both awaited)."""
+        from pgai_orm.sqlalchemy.search import search_async
+
+        return await search_async(cls, session, query, limit=limit, filter=filter,
+                                  distance=distance)
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.embedding_uuid} chunk_seq={self.chunk_seq} "
+                f"chunk={self.chunk[:40]!r}>")
+
+
+def _declarative_base(owner: type) -> type | None:
+    """The user's ``Base`` (the class holding ``registry`` itself), with no columns of its own.
+
+    Subclassing the owner's direct parent instead would copy an abstract base's or mixin's
+    columns into the store mapping, columns the store table does not have.
+    """
+    for klass in owner.__mro__:
+        attrs = vars(klass)
+        if "registry" in attrs and "metadata" in attrs and "__mapper__" not in attrs:
+            return klass
+    return None
+
+
+def build_embedding_class(binding: VectorizerBinding, owner_mapper: Mapper[Any]) -> type:
+    """Create and map the embedding class of ``binding`` on the owner's registry."""
+    local_table = owner_mapper.local_table
+    pk_columns = list(local_table.primary_key.columns) or list(owner_mapper.primary_key)
+    pk_names = [c.name for c in pk_columns]
+    table_args: dict[str, Any] = {"info": {"pgai_managed": True}}
+    if binding.schema is not None:
+        table_args["schema"] = binding.schema
+
+    namespace: dict[str, Any] = {
+        "__module__": binding.owner.__module__,
+        "__qualname__": binding.class_name,
+        "__doc__": f"Chunks and embeddings of {binding.describe()} (store "
+                   f"{binding.table_fullname}, written by the pipeline).",
+        "__tablename__": binding.table_name,
+        "__table_args__": (
+            ForeignKeyConstraint(pk_names, pk_columns, ondelete="CASCADE"),
+            UniqueConstraint(*pk_names, "chunk_seq"),
+            table_args,
+        ),
+        "__vectorizer__": binding,
+        "embedding_uuid": mapped_column(Uuid, primary_key=True,
+                                        server_default=func.gen_random_uuid()),
+        "chunk_seq": mapped_column(Integer, nullable=False),
+        "chunk": mapped_column(Text, nullable=False),
+        "embedding": mapped_column(Vector(binding.dimensions), nullable=False),
+        "parent": relationship(
+            binding.owner,
+            back_populates=binding.relationship_key,
+            viewonly=True,
+            **binding.parent_kwargs,
+        ),
+    }
+    for pk in pk_columns:
+        namespace[pk.name] = mapped_column(pk.name, pk.type, nullable=False)
+
+    base = _declarative_base(binding.owner)
+    if base is not None:
+        return type(binding.class_name, (EmbeddingModel, base), namespace)
+    plain = type(binding.class_name, (EmbeddingModel,), namespace)
+    plain.__init__ = owner_mapper.registry.constructor  # type: ignore[misc]
+    return owner_mapper.registry.mapped(plain)

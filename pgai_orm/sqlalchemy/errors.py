@@ -1,0 +1,19 @@
+"""Errors raised by the ORM side, named after what went wrong.
+
+They are raised before any search SQL runs, so a misconfigured model fails with a sentence
+naming the model and the catalog row instead of a pgvector error about vector sizes.
+"""
+
+from __future__ import annotations
+
+
+class VectorizerNotFoundError(LookupError):
+    """No catalog row of ``vectorizer.vectorizers`` has the model's store table as its target."""
+
+
+class VectorizerDimensionsError(ValueError):
+    """The model's ``dimensions`` differ from those the vectorizer embeds with.
+
+    Stored vectors and query vectors would have different sizes; pgvector would reject every
+    distance, so the mismatch is reported once, up front, with both numbers.
+    """

@@ -1,0 +1,127 @@
+"""OpenAI embeddings (and OpenAI-compatible servers via ``base_url``) through the ``openai`` SDK.
+
+The SDK's own retries are off (``max_retries=0``): retrying happens in :mod:`processors.retry`
+with the pipeline's bounded policy, and the SDK's exceptions are mapped to our two classes.
+The SDK asks for ``encoding_format: base64`` by default and decodes it; that is a quarter of the
+JSON size of floats, so we leave it. ``dimensions`` is sent only to models that accept it
+(``text-embedding-ada-002`` rejects it). ``user`` carries pgai's ``chat_user``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from processors.batching import OPENAI_LIMITS, cl100k
+from processors.embedders.base import DEFAULT_TIMEOUT, Embedder, PerLoop, Vector
+from processors.embedders.errors import (
+    EmbeddingError,
+    MissingApiKeyError,
+    PermanentEmbeddingError,
+    TransientEmbeddingError,
+    redact,
+)
+from processors.embedders.http import error_for_status
+
+if TYPE_CHECKING:
+    import openai
+    import tiktoken
+
+DEFAULT_API_KEY_NAME = "OPENAI_API_KEY"
+_MODELS_WITHOUT_DIMENSIONS = ("text-embedding-ada-002",)
+
+
+def api_key_from_env(variable: str) -> str:
+    """Read an API key from the environment variable named by the config."""
+    key = os.environ.get(variable, "")
+    if not key:
+        raise MissingApiKeyError(variable)
+    return key
+
+
+def map_openai_error(exc: Exception, api_key: str | None) -> EmbeddingError:
+    """Translate an ``openai`` SDK exception into a transient or permanent error."""
+    import openai
+
+    message = redact(str(exc), api_key)
+    if isinstance(exc, openai.APITimeoutError):
+        return TransientEmbeddingError(f"request timed out: {message}")
+    if isinstance(exc, openai.APIConnectionError):
+        return TransientEmbeddingError(f"connection failed: {message}")
+    if isinstance(exc, openai.APIStatusError):
+        return error_for_status(exc.status_code, message, exc.response.headers)
+    return PermanentEmbeddingError(f"unexpected {type(exc).__name__}: {message}")
+
+
+class OpenAIEmbedder(Embedder):
+    """``AsyncOpenAI().embeddings.create`` per batch; inputs counted with cl100k_base."""
+
+    limits = OPENAI_LIMITS
+
+    def __init__(
+        self,
+        model: str,
+        dimensions: int,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        user: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dimensions, **kwargs)
+        self.model = model
+        self.base_url = base_url
+        self.user = user
+        self.timeout = timeout
+        self._api_key = api_key
+        self._clients: PerLoop[openai.AsyncOpenAI] = PerLoop(self._new_client)
+
+    def __repr__(self) -> str:  # never show the key
+        return (
+            f"OpenAIEmbedder(model={self.model!r}, dimensions={self.dimensions}, "
+            f"base_url={self.base_url!r})"
+        )
+
+    def _new_client(self) -> openai.AsyncOpenAI:
+        import openai
+
+        return openai.AsyncOpenAI(
+            api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout
+        )
+
+    def _encoding(self) -> tiktoken.Encoding | None:
+        return cl100k()
+
+    def _request_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self.model not in _MODELS_WITHOUT_DIMENSIONS:
+            options["dimensions"] = self.dimensions
+        if self.user is not None:
+            options["user"] = self.user
+        return options
+
+    async def _embed_batch(self, texts: list[str]) -> list[Vector]:
+        import openai
+
+        try:
+            response = await (await self._clients.get()).embeddings.create(
+                input=texts, model=self.model, **self._request_options()
+            )
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc, self._api_key) from None
+        data = sorted(response.data, key=lambda item: item.index)
+        return [list(item.embedding) for item in data]
+
+
+def create(config: Any, **kwargs: Any) -> OpenAIEmbedder:
+    """Build from an ``EmbeddingOpenaiConfig``-like object."""
+    api_key = api_key_from_env(getattr(config, "api_key_name", None) or DEFAULT_API_KEY_NAME)
+    return OpenAIEmbedder(
+        config.model,
+        config.dimensions,
+        api_key=api_key,
+        base_url=getattr(config, "base_url", None),
+        user=getattr(config, "chat_user", None),
+        **kwargs,
+    )

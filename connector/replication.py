@@ -271,8 +271,8 @@ class ReplicationStream:
                     break
                 self._streaming = False
                 result = pg.get_result()
-                detail = result.get_error_message() if result is not None else b""
-                raise ReplicationError(f"server ended the replication stream: {detail!r}")
+                detail = result.get_error_message() if result is not None else ""
+                raise ReplicationError(f"server ended the replication stream {detail}".strip())
             # Nothing complete in libpq's buffer: read what the socket already has, once.
             if not tried_socket:
                 tried_socket = True

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from connector.lsn import parse_lsn
 from connector.pgoutput import (
@@ -34,7 +35,6 @@ from connector.pgoutput import (
 from connector.replication import ReplicationError, ReplicationStream
 from connector.values import ValueRenderer
 
-SLOT = "test_replication_stream"
 PUBLICATION = "test_replication_pub"
 DEADLINE_S = 30.0
 T = TypeVar("T")
@@ -117,11 +117,16 @@ def read_until_commits(
     return out
 
 
+def slot_for(url: str) -> str:
+    """Slot names are cluster-wide: derive one from the per-test database so tests never share."""
+    return f"{conninfo_to_dict(url)['dbname']}_slot"
+
+
 def slot_state(url: str) -> tuple[int, bool] | None:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = %s",
-            (SLOT,),
+            (slot_for(url),),
         ).fetchone()
     return None if row is None else (parse_lsn(row[0]), row[1])
 
@@ -132,7 +137,7 @@ def drop_slot(url: str) -> None:
         return
     wait_for(lambda: not slot_state(url)[1], "the slot to become inactive")  # type: ignore[index]
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_drop_replication_slot(%s)", (SLOT,))
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot_for(url),))
 
 
 @pytest.fixture
@@ -145,7 +150,7 @@ def source_url(fresh_database_url: str) -> Iterator[str]:
 
 
 def test_stream_decodes_every_change_and_feedback_confirms(source_url: str) -> None:
-    stream = ReplicationStream.open(source_url, SLOT, [PUBLICATION])
+    stream = ReplicationStream.open(source_url, slot_for(source_url), [PUBLICATION])
     try:
         consistent_lsn, snapshot_name = stream.create_slot(export_snapshot=True)
         assert consistent_lsn > 0 and snapshot_name
@@ -257,7 +262,7 @@ def test_stream_decodes_every_change_and_feedback_confirms(source_url: str) -> N
         stream.close()
 
     # A new stream on the slot resumes after the confirmed LSN: transactions 3 and 4 only.
-    with ReplicationStream.open(source_url, SLOT, [PUBLICATION]) as resumed:
+    with ReplicationStream.open(source_url, slot_for(source_url), [PUBLICATION]) as resumed:
         resumed.start()
         again = [m for _, m in read_until_commits(resumed, PgOutputDecoder(), commits=2)]
         assert [type(m) for m in again if isinstance(m, (Insert, Update, Delete, Truncate))] == [
@@ -269,11 +274,13 @@ def test_stream_decodes_every_change_and_feedback_confirms(source_url: str) -> N
 
 
 def test_read_batch_is_bounded_and_returns_empty_when_idle(source_url: str) -> None:
-    with ReplicationStream.open(source_url, SLOT, [PUBLICATION]) as stream:
+    with ReplicationStream.open(source_url, slot_for(source_url), [PUBLICATION]) as stream:
         stream.create_slot(export_snapshot=False)
-        with ReplicationStream.open(source_url, SLOT, [PUBLICATION]) as other:
-            with pytest.raises(ReplicationError, match="already exists"):
-                other.create_slot()
+        with (
+            ReplicationStream.open(source_url, slot_for(source_url), [PUBLICATION]) as other,
+            pytest.raises(ReplicationError, match="already exists"),
+        ):
+            other.create_slot()
         with psycopg.connect(source_url, autocommit=True) as writer:
             writer.execute("INSERT INTO every_type (id) SELECT g FROM generate_series(10, 59) g")
         stream.start()
@@ -299,7 +306,7 @@ def test_keepalives_are_answered_while_idle(source_url: str) -> None:
     a stream idling for several timeouts must survive and still deliver afterwards."""
     separator = "&" if "?" in source_url else "?"
     url = f"{source_url}{separator}options=-c%20wal_sender_timeout%3D1000"
-    with ReplicationStream.open(url, SLOT, [PUBLICATION], status_interval=30.0) as stream:
+    with ReplicationStream.open(url, slot_for(source_url), [PUBLICATION], status_interval=30.0) as stream:
         stream.create_slot(export_snapshot=False)
         stream.start()
         idle_until = time.monotonic() + 3.5

@@ -71,21 +71,25 @@ def make_traversable(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-def pid_alive(pid: int | None, name_hint: str) -> bool:
-    """True when ``pid`` runs and looks like our service (guards against pid reuse after a reboot)."""
+def pid_alive(pid: int | None, name_hint: str, cmdline_hint: str) -> bool:
+    """True when ``pid`` runs and is our service: right executable, and ``cmdline_hint`` (our data
+    dir or listener URL) among its arguments. Guards against pid reuse and other stacks' processes.
+    """
     if not pid:
         return False
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        return name_hint in proc.name() or any(name_hint in arg for arg in proc.cmdline()[:1])
+        cmdline = proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+    return bool(cmdline) and name_hint in Path(cmdline[0]).name and cmdline_hint in cmdline
 
 
-def terminate(pid: int, timeout: float = 10.0, child: subprocess.Popen[bytes] | None = None) -> None:
-    """SIGTERM ``pid``, SIGKILL it if it lingers, and wait until it is gone.
+def terminate(pid: int, timeout: float = 10.0, child: subprocess.Popen[bytes] | None = None,
+              graceful: bool = True) -> None:
+    """SIGTERM ``pid`` (skipped when not ``graceful``), SIGKILL it if it lingers, wait until gone.
 
     ``child`` is the ``Popen`` object when we started the process in this interpreter: waiting
     on it reaps the zombie, which would otherwise look alive to ``kill -0``.
@@ -95,7 +99,8 @@ def terminate(pid: int, timeout: float = 10.0, child: subprocess.Popen[bytes] | 
             return child.poll() is not None
         return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+    steps = [(signal.SIGTERM, timeout)] if graceful else []
+    for sig, wait in [*steps, (signal.SIGKILL, 5.0)]:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:

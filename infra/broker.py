@@ -71,7 +71,13 @@ class TansuBroker:
         if self._child is not None and self._child.poll() is not None:
             self._child = None
             self._pid = None
-        return self._pid if pid_alive(self._pid, "tansu") else None
+        if self.port is None:
+            return None
+        return self._pid if pid_alive(self._pid, "tansu", self._listener_url) else None
+
+    @property
+    def _listener_url(self) -> str:
+        return f"tcp://{LOCALHOST}:{self.port}"
 
     def is_running(self) -> bool:
         return self.pid is not None
@@ -103,7 +109,7 @@ class TansuBroker:
         raise AssertionError("unreachable")
 
     def _launch(self) -> str:
-        url = f"tcp://{LOCALHOST}:{self.port}"
+        url = self._listener_url
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
@@ -156,19 +162,22 @@ class TansuBroker:
         finally:
             consumer.close()
 
-    def stop(self) -> None:
-        """Terminate the broker (its in-memory topics are lost) and wait until it has exited."""
+    def stop(self, graceful: bool = True) -> None:
+        """Terminate the broker (its in-memory topics are lost) and wait until it has exited.
+
+        ``graceful=False`` sends SIGKILL straight away: a crash, for fault-injection tests.
+        """
         pid = self.pid
         if pid is not None:
-            terminate(pid, child=self._child)
+            terminate(pid, child=self._child, graceful=graceful)
         if self._child is not None:
             self._child.poll()
         self._child = None
         self._pid = None
 
-    def restart(self) -> str:
+    def restart(self, graceful: bool = True) -> str:
         """Stop and start again on the same port: clients reconnect, topics are gone."""
-        self.stop()
+        self.stop(graceful)
         pinned, self._port_pinned = self._port_pinned, True
         try:
             return self.start()

@@ -43,12 +43,16 @@ def dev(ctx: click.Context, state_dir: Path | None) -> None:
     ctx.obj = state_dir
 
 
-def _stack(ctx: click.Context, **kwargs: object) -> EmbeddedStack:
-    return EmbeddedStack(ctx.obj, **kwargs)  # type: ignore[arg-type]
-
-
 def _fail(exc: InfraError) -> None:
     raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _stack(ctx: click.Context, **kwargs: object) -> EmbeddedStack:
+    try:
+        return EmbeddedStack(ctx.obj, **kwargs)  # type: ignore[arg-type]
+    except InfraError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail raises
 
 
 @dev.command()

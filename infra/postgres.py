@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -120,7 +121,7 @@ class EmbeddedPostgres:
         """The postmaster pid from ``postmaster.pid``, if that process is alive."""
         lines = self._postmaster_lines()
         pid = int(lines[0]) if lines and lines[0].strip().isdigit() else None
-        return pid if pid_alive(pid, "postgres") else None
+        return pid if pid_alive(pid, "postgres", str(self.data_dir)) else None
 
     def is_running(self) -> bool:
         return self.pid is not None
@@ -175,6 +176,8 @@ class EmbeddedPostgres:
             try:
                 return self._launch()
             except ServiceStartError:
+                if not self.is_running():
+                    shutil.rmtree(self.socket_dir, ignore_errors=True)
                 # another process may have bound the port between our check and the bind
                 if self._port_pinned or port_is_free(self.port) or attempt == PORT_RACE_ATTEMPTS - 1:
                     raise
@@ -226,6 +229,7 @@ class EmbeddedPostgres:
             terminate(pid)
         if self.pid is not None:
             raise ServiceStopError(f"PostgreSQL (pid {pid}) did not stop: {result.stderr.strip()}")
+        shutil.rmtree(self.socket_dir, ignore_errors=True)  # one per cluster; don't litter /tmp
 
     def restart(self, mode: str = "fast") -> str:
         """Stop and start again on the same port (for fault-injection tests)."""

@@ -57,8 +57,10 @@ def database_url(_stack_dir: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        server.drop_logical_slots()
-        server.stop()
+        try:
+            server.drop_logical_slots()
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +83,36 @@ def fresh_database_url(database_url: str) -> Iterator[str]:
     """A new, uniquely named database with ``vector`` installed; dropped (slots first) afterwards."""
     with pgadmin.temporary_database(database_url) as url:
         yield url
+
+
+@pytest.fixture
+def restartable_postgres() -> Iterator[EmbeddedPostgres]:
+    """A private, started embedded PostgreSQL for fault injection (``.restart(mode="immediate")``).
+
+    Always embedded, even when ``DATABASE_URL`` is set: the test must own the process it kills.
+    ``.url`` is its maintenance database; the port survives restarts.
+    """
+    path = Path(tempfile.mkdtemp(prefix="vz-pg-"))
+    server = EmbeddedPostgres(path / "postgres")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def restartable_broker() -> Iterator[TansuBroker]:
+    """A private, started Tansu broker for fault injection (``.restart()`` loses all topics).
+
+    ``.bootstrap_servers`` is its address; the port survives restarts.
+    """
+    path = Path(tempfile.mkdtemp(prefix="vz-broker-"))
+    broker = TansuBroker(path / "broker.log")
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(path, ignore_errors=True)

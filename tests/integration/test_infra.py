@@ -255,16 +255,19 @@ def test_failed_start_reports_the_log_tail(scratch_dir: Path) -> None:
     assert not server.is_running()
 
 
-def test_restarts_keep_ports_for_fault_injection(scratch_dir: Path) -> None:
-    server = EmbeddedPostgres(scratch_dir / "pg")
-    broker = TansuBroker(scratch_dir / "broker.log")
+def test_restarts_keep_ports_for_fault_injection(
+    restartable_postgres: EmbeddedPostgres, restartable_broker: TansuBroker
+) -> None:
+    server, broker = restartable_postgres, restartable_broker
     try:
-        url, servers = server.start(), broker.start()
+        url, servers = server.url, broker.bootstrap_servers
         first_pid = server.pid
         assert server.restart(mode="immediate") == url and server.pid != first_pid
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
-        assert broker.restart() == servers
+        first_broker = broker.pid
+        assert broker.restart(graceful=False) == servers and broker.pid != first_broker
+        assert first_broker is not None and gone(first_broker)
         producer = KafkaProducer(bootstrap_servers=servers)
         producer.send("after-restart", b"x").get(timeout=30)
         producer.close()

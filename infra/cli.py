@@ -19,8 +19,8 @@ from infra.stack import STATE_DIR_ENV, EmbeddedStack
 
 #: ``module:attribute`` of click commands added under ``vectorizer``; add one line per package.
 PLUGIN_COMMANDS: tuple[str, ...] = (
-    "connector.cli:cli",
-    "processors.cli:cli",
+    "connector.cli:connector_command",
+    "processors.cli:worker_command",
     "pgai_orm.cli:cli",
 )
 

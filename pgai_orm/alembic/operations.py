@@ -44,8 +44,8 @@ def split_sql_script(script: str) -> list[str]:
     current: list[str] = []
     in_body = False
     for line in script.splitlines():
-        if line.startswith("--") and not in_body and not current:
-            continue
+        if not in_body and not current and (not line.strip() or line.startswith("--")):
+            continue  # comments and blank lines between statements
         if line.count("$fn$") % 2 == 1:
             in_body = not in_body
         current.append(line)
@@ -191,7 +191,8 @@ class CreateVectorizerOp(MigrateOperation):
         call = sa.text(
             "SELECT vectorizer.create_vectorizer(:source_schema, :source_table, :name, "
             ":target_schema, :target_table, :view_schema, :view_table, CAST(:config AS jsonb), "
-            ":source_column, :placeholders, :dimensions, :if_not_exists, :grant_to)"
+            ":source_column, CAST(:placeholders AS text[]), :dimensions, :if_not_exists, "
+            "CAST(:grant_to AS text[]))"
         ).bindparams(
             sa.bindparam("source_schema", self.source_schema, type_=sa.Text()),
             sa.bindparam("source_table", self.source, type_=sa.Text()),
@@ -331,7 +332,7 @@ class AlterVectorizerOp(MigrateOperation):
         embedding = self.changes.get("embedding")
         call = sa.text(
             "SELECT vectorizer.alter_vectorizer(:name, CAST(:patch AS jsonb), :source_column, "
-            ":placeholders, COALESCE(:dimensions, (SELECT (config->'embedding'->>'dimensions')::int "
+            "CAST(:placeholders AS text[]), COALESCE(:dimensions, (SELECT (config->'embedding'->>'dimensions')::int "
             "FROM vectorizer.vectorizers WHERE name = :name)))"
         ).bindparams(
             sa.bindparam("name", self.name, type_=sa.Text()),

@@ -156,6 +156,14 @@ DECLARE
     v_rel regclass := format('%I.%I', p_source_schema, p_source_table)::regclass;
     v_col text;
 BEGIN
+    SELECT attname INTO v_col FROM pg_attribute
+     WHERE attrelid = v_rel AND attnum > 0 AND NOT attisdropped
+       AND attname IN ('chunk', 'chunk_seq', 'embedding', 'embedding_uuid')
+     ORDER BY attnum LIMIT 1;
+    IF v_col IS NOT NULL THEN
+        RAISE EXCEPTION 'source table %.% has a column named "%", which the embedding view reserves',
+            p_source_schema, p_source_table, v_col USING ERRCODE = 'duplicate_column';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_rel AND attname = p_source_column
                    AND attnum > 0 AND NOT attisdropped) THEN
         RAISE EXCEPTION 'column "%" does not exist in source table %.%', p_source_column,
@@ -169,14 +177,6 @@ BEGIN
                 p_source_schema, p_source_table USING ERRCODE = 'undefined_column';
         END IF;
     END LOOP;
-    SELECT attname INTO v_col FROM pg_attribute
-     WHERE attrelid = v_rel AND attnum > 0 AND NOT attisdropped
-       AND attname IN ('chunk', 'chunk_seq', 'embedding', 'embedding_uuid')
-     ORDER BY attnum LIMIT 1;
-    IF v_col IS NOT NULL THEN
-        RAISE EXCEPTION 'source table %.% has a column named "%", which the embedding view reserves',
-            p_source_schema, p_source_table, v_col USING ERRCODE = 'duplicate_column';
-    END IF;
 END
 $fn$;
 
@@ -369,9 +369,12 @@ BEGIN
     SELECT config INTO v_config FROM vectorizer.config_versions
      WHERE vectorizer_id = v.id ORDER BY version DESC LIMIT 1;
     v_config := v_config || p_patch;
-    IF p_source_column IS NOT NULL THEN
-        PERFORM vectorizer._validate_source(v.source_schema, v.source_table, p_source_column, p_placeholders);
-    END IF;
+    -- Validate the merged config: a new template must name columns of the source, a new
+    -- chunking or loading config must name an existing column.
+    PERFORM vectorizer._validate_source(
+        v.source_schema, v.source_table,
+        coalesce(p_source_column, v_config->'loading'->>'column_name', v_config->'chunking'->>'chunk_column'),
+        p_placeholders);
     IF NOT (p_patch ?| ARRAY['embedding', 'chunking', 'formatting', 'loading']) THEN
         UPDATE vectorizer.config_versions SET config = config || p_patch
          WHERE vectorizer_id = v.id AND status IN ('active', 'building');

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 MANAGED_TABLES_KEY = "pgai_managed_tables"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VectorizerBinding:
     """One ``vectorizer_relationship`` attached to one mapped class: everything both sides need."""
 
@@ -142,7 +142,7 @@ class EmbeddingModel:
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.embedding_uuid} chunk_seq={self.chunk_seq} "
-                f"chunk={self.chunk[:40]!r}>")
+                f"chunk={(self.chunk or '')[:40]!r}>")
 
 
 def _declarative_base(owner: type) -> type | None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from sqlalchemy import ColumnElement, Result, Select, inspect, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import contains_eager
 
 from pgai_orm.sqlalchemy import _catalog
 from pgai_orm.sqlalchemy._catalog import VectorizerInfo
@@ -68,8 +69,11 @@ def search_statement(
     if limit < 1:
         raise ValueError(f"limit: must be >= 1, got {limit}")
     nearness = getattr(model.embedding, method)(list(vector))
-    stmt = select(model, model.__vectorizer__.owner, nearness.label("distance")).join(
-        model.parent
+    # contains_eager: each hit's ``.parent`` is filled from this same row, no lazy load later
+    stmt = (
+        select(model, model.__vectorizer__.owner, nearness.label("distance"))
+        .join(model.parent)
+        .options(contains_eager(model.parent))
     )
     if filter is not None:
         criteria = [filter] if isinstance(filter, ColumnElement) else list(filter)

@@ -34,8 +34,10 @@ if models_file:
 def include_object(obj, name, type_, reflected, compare_to):
     # Keep autogenerate away from the embedding stores the vectorizers manage.
     managed = target_metadata.info.get("pgai_managed_tables", set()) if target_metadata else set()
-    if type_ == "table" and name in managed:
-        return False
+    if type_ == "table":
+        qualified = f"{obj.schema}.{name}" if obj.schema else name
+        if qualified in managed:
+            return False
     return True
 
 

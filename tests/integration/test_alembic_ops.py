@@ -49,7 +49,8 @@ op.create_vectorizer(
 
 def query(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()
+        cursor = conn.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
 
 
 def relation_exists(url: str, qualified: str) -> bool:
@@ -190,7 +191,7 @@ op.create_vectorizer(source="blog_posts", name="posts", embedding=EmbeddingLocal
 """, 'op.drop_vectorizer(name="posts", drop_all=True)\nop.execute("DROP TABLE blog_posts")',
         IMPORTS + "\nfrom pgai_orm.configuration import ProcessingConfig")
     project.add_migration("0002", "0001", """
-op.alter_vectorizer("posts", embedding=EmbeddingLocalConfig(dimensions=512))
+op.alter_vectorizer("posts", embedding=EmbeddingLocalConfig(dimensions=128))
 op.alter_vectorizer("posts", processing=ProcessingConfig(batch_size=10))
 """, 'op.alter_vectorizer("posts", embedding=EmbeddingLocalConfig())',
         IMPORTS + "\nfrom pgai_orm.configuration import ProcessingConfig")
@@ -199,17 +200,17 @@ op.alter_vectorizer("posts", processing=ProcessingConfig(batch_size=10))
                           " config->'processing'->>'batch_size' "
                           "FROM vectorizer.config_versions ORDER BY version")
     assert versions == [(1, "active", "blog_posts_embedding_store", "256", "10"),
-                        (2, "building", "blog_posts_embedding_store_v2", "512", "10")]
+                        (2, "building", "blog_posts_embedding_store_v2", "128", "10")]
     assert query(url, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
                       "'blog_posts_embedding_store_v2'::regclass AND attname = 'embedding'") == [
-        ("vector(512)",)]
+        ("vector(128)",)]
     # Processors switch when the new store caught up: one catalog call, table names kept.
     query(url, "SELECT vectorizer.activate_version(id, 2) FROM vectorizer.vectorizers")
     assert query(url, "SELECT config_version, config->'embedding'->>'dimensions' "
-                      "FROM vectorizer.vectorizers") == [(2, "512")]
+                      "FROM vectorizer.vectorizers") == [(2, "128")]
     assert query(url, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
                       "'blog_posts_embedding_store'::regclass AND attname = 'embedding'") == [
-        ("vector(512)",)]
+        ("vector(128)",)]
     assert relation_exists(url, "blog_posts_embedding_store_v1")
     assert relation_exists(url, "blog_posts_embedding")
     project.downgrade()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from pgai_orm.sqlalchemy import vectorizer_relationship
@@ -51,6 +51,7 @@ def test_store_model_copies_every_key_column() -> None:
     table = Chapter.content_embeddings.__table__
     assert {"book", "number"} <= set(table.c.keys())
     assert str(table.c.book.type) == "VARCHAR" and str(table.c.number.type) == "INTEGER"
+    assert inspect(Chapter.content_embeddings).relationships["parent"].lazy == "joined"
 
 
 def test_chunks_navigate_back_to_the_right_parent(engine: Engine) -> None:

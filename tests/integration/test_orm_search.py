@@ -19,6 +19,7 @@ from pgai_orm.sqlalchemy import (
     search_statement,
     vectorizer_relationship,
 )
+from pgai_orm.sqlalchemy.search import embedders, vectorizer_info
 from tests.integration.test_orm_helpers import (
     count_selects,
     create_vectorizer,
@@ -100,7 +101,7 @@ def engine(fresh_database_url: str) -> Iterator[Engine]:
 
 
 @pytest.mark.parametrize(("query", "expected"), [
-    ("how to make a good loaf with a starter", "Baking sourdough bread"),
+    ("a sourdough starter for a crusty loaf", "Baking sourdough bread"),
     ("running long distances without getting hurt", "Training for a marathon"),
     ("make my SQL queries faster", "Indexing in PostgreSQL"),
     ("vegetable garden in summer", "Growing tomatoes"),
@@ -130,6 +131,19 @@ def test_search_is_one_statement_and_combines_filters(engine: Engine) -> None:
     assert parents == {"Bread for beginners"}
 
 
+def test_search_takes_a_vector_and_reuses_one_embedder_per_config(engine: Engine) -> None:
+    emb = BlogPost.content_embeddings
+    [vector] = embed(["tomato plants and sunshine"])
+    with Session(engine) as session:
+        by_vector = emb.search(session, vector, limit=1, distance="l2")
+        config = vectorizer_info(emb, session).config
+    assert by_vector[0].parent.title == "Growing tomatoes"
+    assert embedders.get(config) is embedders.get(dict(config))
+    with Session(engine) as session, pytest.raises(VectorizerDimensionsError,
+                                                   match="3 dimensions"):
+        emb.search(session, [0.1, 0.2, 0.3])
+
+
 def test_order_by_cosine_distance_of_a_query_vector(engine: Engine) -> None:
     emb = BlogPost.content_embeddings
     [vector] = embed(["tomato plants and sunshine"])
@@ -146,9 +160,13 @@ def test_hnsw_index_serves_the_search(engine: Engine) -> None:
     [vector] = embed(["bread"])
     with Session(engine) as session:
         HNSW.create(session.connection())
+        # On ten rows a scan plus sort is cheapest; these settings make the planner show
+        # whether the statement *can* be served by the HNSW index, as it is on real tables.
         session.execute(text("SET LOCAL enable_seqscan = off"))
+        session.execute(text("SET LOCAL enable_sort = off"))
         for stmt in (
             select(emb).order_by(emb.embedding.cosine_distance(vector)).limit(5),
+            search_statement(emb, vector, limit=5),
             search_statement(emb, vector, limit=5, filter=BlogPost.title.ilike("%bread%")),
         ):
             sql = stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
@@ -197,5 +215,5 @@ def test_async_session_search(engine: Engine, fresh_database_url: str) -> None:
     results = asyncio.run(run())
     assert results[0].parent.title == "Training for a marathon"
     assert all(r.parent.published < date(2024, 6, 1) for r in results)
-    with Session(engine) as session, pytest.raises(TypeError, match="search_async"):
+    with pytest.raises(TypeError, match="search_async"):
         BlogPost.content_embeddings.search(AsyncSession(), "x")  # type: ignore[arg-type]

@@ -1,0 +1,461 @@
+"""Vectorizer configuration objects, named and shaped like pgai Vectorizer's Python classes.
+
+Each class mirrors one of pgai's SQL config functions (``ai.embedding_openai``,
+``ai.chunking_recursive_character_text_splitter``, ...) with the same parameter names and
+defaults, so a migration written for pgai reads the same here. Unlike pgai's generated classes,
+these validate on construction (a bad value fails when the migration is written or run, not in a
+processor hours later), are frozen and hashable (autogenerate compares them), and round-trip
+through ``to_dict``/``from_dict`` (the catalog's JSON) and ``repr`` (rendered migrations).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Union
+
+from pgai_orm._config_base import (
+    ConfigBase,
+    ConfigurationError,
+    _Invalid,
+    any_str,
+    boolean,
+    field,
+    instance_of,
+    int_range,
+    json_object,
+    non_empty_str,
+    one_of,
+    optional,
+    positive_int,
+    regexes,
+    str_tuple,
+)
+
+__all__ = [
+    "ChunkingCharacterTextSplitterConfig",
+    "ChunkingConfig",
+    "ChunkingNoneConfig",
+    "ChunkingRecursiveCharacterTextSplitterConfig",
+    "ConfigurationError",
+    "EmbeddingConfig",
+    "EmbeddingLitellmConfig",
+    "EmbeddingLocalConfig",
+    "EmbeddingOllamaConfig",
+    "EmbeddingOpenaiConfig",
+    "EmbeddingVoyageaiConfig",
+    "FormattingChunkValueConfig",
+    "FormattingConfig",
+    "FormattingPythonTemplateConfig",
+    "IndexingConfig",
+    "IndexingHnswConfig",
+    "IndexingNoneConfig",
+    "LoadingColumnConfig",
+    "LoadingConfig",
+    "OPENAI_NATIVE_DIMENSIONS",
+    "ProcessingConfig",
+    "VectorizerConfig",
+    "WORDLLAMA_DIMENSIONS",
+    "config_from_dict",
+]
+
+#: pgai's defaults for the recursive splitter (``ai.chunking_recursive_character_text_splitter``)
+DEFAULT_SEPARATORS: tuple[str, ...] = ("\n\n", "\n", ".", "?", "!", " ", "")
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True, repr=False)
+class LoadingColumnConfig(ConfigBase):
+    """``ai.loading_column``: embed the text of one column of the source row."""
+
+    implementation: ClassVar[str] = "column"
+
+    column_name: str = field(non_empty_str)
+    retries: int = field(int_range(0), 6)
+
+
+# --------------------------------------------------------------------------- chunking
+
+
+class _SplitterChecks(ConfigBase):
+    """The overlap rule both LangChain-style splitters share (LangChain raises on it too)."""
+
+    chunk_size: int
+    chunk_overlap: int
+
+    def _validate(self) -> None:
+        if self.chunk_overlap >= self.chunk_size:
+            raise self._error("chunk_overlap", f"must be smaller than chunk_size "
+                                               f"({self.chunk_size}), got {self.chunk_overlap}")
+
+
+@dataclass(frozen=True, repr=False)
+class ChunkingCharacterTextSplitterConfig(_SplitterChecks):
+    """``ai.chunking_character_text_splitter``: split on one separator, then merge to size."""
+
+    implementation: ClassVar[str] = "character_text_splitter"
+
+    chunk_column: str | None = field(optional(non_empty_str), None)
+    chunk_size: int = field(positive_int, 800)
+    chunk_overlap: int = field(int_range(0), 400)
+    separator: str = field(any_str, "\n\n")
+    is_separator_regex: bool = field(boolean, False)
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.is_separator_regex:
+            try:
+                regexes((self.separator,))
+            except _Invalid as exc:
+                raise self._error("separator", str(exc)) from None
+
+
+@dataclass(frozen=True, repr=False)
+class ChunkingRecursiveCharacterTextSplitterConfig(_SplitterChecks):
+    """``ai.chunking_recursive_character_text_splitter``: try separators in order until it fits."""
+
+    implementation: ClassVar[str] = "recursive_character_text_splitter"
+
+    chunk_column: str | None = field(optional(non_empty_str), None)
+    chunk_size: int = field(positive_int, 800)
+    chunk_overlap: int = field(int_range(0), 400)
+    separators: tuple[str, ...] = field(str_tuple, DEFAULT_SEPARATORS)
+    is_separator_regex: bool = field(boolean, False)
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.is_separator_regex:
+            try:
+                regexes(self.separators)
+            except _Invalid as exc:
+                raise self._error("separators", str(exc)) from None
+
+
+@dataclass(frozen=True, repr=False)
+class ChunkingNoneConfig(ConfigBase):
+    """``ai.chunking_none``: the whole (loaded) value is one chunk; needs a loading config."""
+
+    implementation: ClassVar[str] = "none"
+
+    @property
+    def chunk_column(self) -> None:
+        """Never set: the column comes from ``LoadingColumnConfig``."""
+        return None
+
+
+ChunkingConfig = Union[
+    ChunkingCharacterTextSplitterConfig, ChunkingRecursiveCharacterTextSplitterConfig,
+    ChunkingNoneConfig]
+
+# --------------------------------------------------------------------------- formatting
+
+
+@dataclass(frozen=True, repr=False)
+class FormattingPythonTemplateConfig(ConfigBase):
+    """``ai.formatting_python_template``: ``string.Template`` over ``$chunk`` and row columns."""
+
+    implementation: ClassVar[str] = "python_template"
+
+    template: str = field(non_empty_str, "$chunk")
+
+    def _validate(self) -> None:
+        tpl = string.Template(self.template)
+        if not tpl.is_valid():
+            raise self._error("template", f"not a valid string.Template: {self.template!r} "
+                                          "(write a literal $ as $$)")
+        if "chunk" not in tpl.get_identifiers():
+            raise self._error("template", f"must contain $chunk, got {self.template!r}")
+
+    @property
+    def placeholders(self) -> frozenset[str]:
+        """Every ``$name`` in the template; all but ``chunk`` must be source columns."""
+        return frozenset(string.Template(self.template).get_identifiers())
+
+
+@dataclass(frozen=True, repr=False)
+class FormattingChunkValueConfig(ConfigBase):
+    """``ai.formatting_chunk_value``: embed the chunk as it is."""
+
+    implementation: ClassVar[str] = "chunk_value"
+
+    @property
+    def placeholders(self) -> frozenset[str]:
+        """Only the chunk itself, so callers need not special-case this class."""
+        return frozenset({"chunk"})
+
+
+FormattingConfig = Union[FormattingPythonTemplateConfig, FormattingChunkValueConfig]
+
+# --------------------------------------------------------------------------- embedding
+
+#: native output size of OpenAI's embedding models; text-embedding-3-* can shorten it
+OPENAI_NATIVE_DIMENSIONS: dict[str, int] = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+_OPENAI_FIXED_DIMENSIONS = frozenset({"text-embedding-ada-002"})
+
+WORDLLAMA = "wordllama"
+MINILM = "all-MiniLM-L6-v2"
+#: What the wordllama wheel can produce offline: it bundles only ``l2_supercat_256``; 64 and 128
+#: come from Matryoshka truncation of it. wordllama also knows 512/1024, but those weights are a
+#: download, which the offline default must never need, so they are refused here.
+WORDLLAMA_DIMENSIONS: tuple[int, ...] = (64, 128, 256)
+_LOCAL_NATIVE_DIMENSIONS = {WORDLLAMA: 256, MINILM: 384}
+_LOCAL_ALLOWED_DIMENSIONS = {WORDLLAMA: WORDLLAMA_DIMENSIONS, MINILM: (384,)}
+
+
+@dataclass(frozen=True, repr=False)
+class EmbeddingOpenaiConfig(ConfigBase):
+    """``ai.embedding_openai``; ``dimensions=None`` means the model's native size."""
+
+    implementation: ClassVar[str] = "openai"
+
+    model: str = field(non_empty_str)
+    dimensions: int | None = field(optional(positive_int), None)
+    chat_user: str | None = field(optional(non_empty_str), None)
+    api_key_name: str = field(non_empty_str, "OPENAI_API_KEY")
+    base_url: str | None = field(optional(non_empty_str), None)
+
+    def _validate(self) -> None:
+        native = OPENAI_NATIVE_DIMENSIONS.get(self.model)
+        if self.dimensions is None:
+            if native is None:
+                raise self._error("dimensions", f"required for model {self.model!r}, whose "
+                                                "native size is not known here")
+            self._set("dimensions", native)
+        elif native is not None and self.dimensions != native and (
+                self.model in _OPENAI_FIXED_DIMENSIONS or self.dimensions > native):
+            allowed = (f"must be {native}" if self.model in _OPENAI_FIXED_DIMENSIONS
+                       else f"must be at most {native}")
+            raise self._error("dimensions", f"{allowed} for {self.model!r}, "
+                                            f"got {self.dimensions}")
+
+    def _default_for(self, field_name: str) -> Any:
+        if field_name == "dimensions" and self.model in OPENAI_NATIVE_DIMENSIONS:
+            return OPENAI_NATIVE_DIMENSIONS[self.model]
+        return super()._default_for(field_name)
+
+
+@dataclass(frozen=True, repr=False)
+class EmbeddingOllamaConfig(ConfigBase):
+    """``ai.embedding_ollama``: a local or remote Ollama server."""
+
+    implementation: ClassVar[str] = "ollama"
+
+    model: str = field(non_empty_str)
+    dimensions: int = field(positive_int)
+    base_url: str | None = field(optional(non_empty_str), None)
+    options: Mapping[str, Any] | None = field(optional(json_object), None)
+    keep_alive: str | None = field(optional(non_empty_str), None)
+
+
+@dataclass(frozen=True, repr=False)
+class EmbeddingVoyageaiConfig(ConfigBase):
+    """``ai.embedding_voyageai``; ``input_type`` tells Voyage whether it embeds documents."""
+
+    implementation: ClassVar[str] = "voyageai"
+
+    model: str = field(non_empty_str)
+    dimensions: int = field(positive_int)
+    input_type: str | None = field(optional(one_of("document", "query")), "document")
+    api_key_name: str = field(non_empty_str, "VOYAGE_API_KEY")
+
+
+@dataclass(frozen=True, repr=False)
+class EmbeddingLitellmConfig(ConfigBase):
+    """``ai.embedding_litellm``: any provider LiteLLM speaks to, options passed through."""
+
+    implementation: ClassVar[str] = "litellm"
+
+    model: str = field(non_empty_str)
+    dimensions: int = field(positive_int)
+    api_key_name: str | None = field(optional(non_empty_str), None)
+    extra_options: Mapping[str, Any] | None = field(optional(json_object), None)
+
+
+@dataclass(frozen=True, repr=False)
+class EmbeddingLocalConfig(ConfigBase):
+    """A model shipped inside a PyPI package, run in-process: offline, no API key.
+
+    ``"wordllama"`` (default, 256 dims, or 64/128 truncated) needs nothing beyond the base
+    install; ``"all-MiniLM-L6-v2"`` (384 dims) needs the ``quality`` extra. ``dimensions=None``
+    means the model's native size.
+    """
+
+    implementation: ClassVar[str] = "local"
+
+    model: str = field(one_of(WORDLLAMA, MINILM), WORDLLAMA)
+    dimensions: int | None = field(optional(positive_int), None)
+
+    def _validate(self) -> None:
+        if self.dimensions is None:
+            self._set("dimensions", _LOCAL_NATIVE_DIMENSIONS[self.model])
+        allowed = _LOCAL_ALLOWED_DIMENSIONS[self.model]
+        if self.dimensions not in allowed:
+            sizes = ", ".join(map(str, allowed))
+            raise self._error("dimensions",
+                              f"{self.model!r} offers {sizes}, got {self.dimensions}")
+
+    def _default_for(self, field_name: str) -> Any:
+        if field_name == "dimensions":
+            return _LOCAL_NATIVE_DIMENSIONS[self.model]
+        return super()._default_for(field_name)
+
+
+EmbeddingConfig = Union[EmbeddingOpenaiConfig, EmbeddingOllamaConfig, EmbeddingVoyageaiConfig,
+                        EmbeddingLitellmConfig, EmbeddingLocalConfig]
+
+# --------------------------------------------------------------------------- indexing
+
+#: pgvector operator class -> the pgvector-python comparator that uses its index
+_OPCLASS_DISTANCE = {
+    "vector_cosine_ops": "cosine_distance",
+    "vector_l2_ops": "l2_distance",
+    "vector_ip_ops": "max_inner_product",
+    "vector_l1_ops": "l1_distance",
+}
+
+
+@dataclass(frozen=True, repr=False)
+class IndexingNoneConfig(ConfigBase):
+    """``ai.indexing_none``: no vector index (exact search, fine for small stores)."""
+
+    implementation: ClassVar[str] = "none"
+
+
+@dataclass(frozen=True, repr=False)
+class IndexingHnswConfig(ConfigBase):
+    """``ai.indexing_hnsw``: a pgvector HNSW index, built once the store has ``min_rows`` rows.
+
+    ``m`` and ``ef_construction`` are checked against pgvector's own limits (2..100, 4..1000,
+    ``ef_construction >= 2 * m``) so ``CREATE INDEX`` cannot fail later.
+    """
+
+    implementation: ClassVar[str] = "hnsw"
+
+    min_rows: int = field(int_range(0), 100000)
+    opclass: str = field(one_of(*_OPCLASS_DISTANCE), "vector_cosine_ops")
+    m: int = field(int_range(2, 100), 16)
+    ef_construction: int = field(int_range(4, 1000), 64)
+    create_when_queue_empty: bool = field(boolean, True)
+
+    def _validate(self) -> None:
+        if self.ef_construction < 2 * self.m:
+            raise self._error("ef_construction", f"must be at least 2 * m ({2 * self.m}), "
+                                                 f"got {self.ef_construction}")
+
+    @property
+    def distance(self) -> str:
+        """The comparator (``Vector`` column method) whose queries this index serves."""
+        return _OPCLASS_DISTANCE[self.opclass]
+
+
+IndexingConfig = Union[IndexingNoneConfig, IndexingHnswConfig]
+LoadingConfig = LoadingColumnConfig
+
+# --------------------------------------------------------------------------- processing
+
+
+@dataclass(frozen=True, repr=False)
+class ProcessingConfig(ConfigBase):
+    """``ai.processing_default``: rows per batch and parallel batches, within pgai's limits."""
+
+    batch_size: int = field(int_range(1, 2048), 50)
+    concurrency: int = field(int_range(1, 50), 1)
+
+
+# --------------------------------------------------------------------------- registry
+
+_CLASSES: dict[str, dict[str | None, type[ConfigBase]]] = {
+    "embedding": {c.implementation: c for c in (
+        EmbeddingOpenaiConfig, EmbeddingOllamaConfig, EmbeddingVoyageaiConfig,
+        EmbeddingLitellmConfig, EmbeddingLocalConfig)},
+    "chunking": {c.implementation: c for c in (
+        ChunkingCharacterTextSplitterConfig, ChunkingRecursiveCharacterTextSplitterConfig,
+        ChunkingNoneConfig)},
+    "formatting": {c.implementation: c for c in (
+        FormattingPythonTemplateConfig, FormattingChunkValueConfig)},
+    "indexing": {c.implementation: c for c in (IndexingNoneConfig, IndexingHnswConfig)},
+    "loading": {c.implementation: c for c in (LoadingColumnConfig,)},
+    "processing": {None: ProcessingConfig},
+}
+
+
+def config_from_dict(data: Mapping[str, Any], kind: str) -> Any:
+    """Rebuild one config from its ``to_dict()`` form; ``kind`` is needed because pgai reuses
+    implementation names across kinds (``"none"`` is both a chunking and an indexing)."""
+    if kind not in _CLASSES:
+        raise ConfigurationError(
+            f"config_from_dict.kind: must be one of {', '.join(_CLASSES)}, got {kind!r}")
+    classes = _CLASSES[kind]
+    if kind == "processing":
+        return ProcessingConfig.from_dict(data)
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(f"{kind}: expected a dict, got {data!r}")
+    implementation = data.get("implementation")
+    if implementation not in classes:
+        raise ConfigurationError(
+            f"{kind}.implementation: unknown {kind} implementation {implementation!r} "
+            f"(known: {', '.join(map(repr, classes))})")
+    return classes[implementation].from_dict(data)
+
+
+# --------------------------------------------------------------------------- the whole config
+
+
+@dataclass(frozen=True, repr=False)
+class VectorizerConfig(ConfigBase):
+    """Everything a vectorizer needs, as stored in the catalog's ``config`` column.
+
+    ``source_column`` is resolved and checked here so a vectorizer that names no column, or two
+    different ones, never reaches the catalog.
+    """
+
+    embedding: EmbeddingConfig = field(
+        instance_of(*_CLASSES["embedding"].values()), EmbeddingLocalConfig())
+    chunking: ChunkingConfig = field(
+        instance_of(*_CLASSES["chunking"].values()),
+        ChunkingRecursiveCharacterTextSplitterConfig())
+    formatting: FormattingConfig = field(
+        instance_of(*_CLASSES["formatting"].values()), FormattingPythonTemplateConfig())
+    loading: LoadingColumnConfig | None = field(optional(instance_of(LoadingColumnConfig)), None)
+    indexing: IndexingConfig = field(
+        instance_of(*_CLASSES["indexing"].values()), IndexingNoneConfig())
+    processing: ProcessingConfig = field(instance_of(ProcessingConfig), ProcessingConfig())
+
+    def _validate(self) -> None:
+        chunk_column = self.chunking.chunk_column
+        if self.loading is None:
+            if isinstance(self.chunking, ChunkingNoneConfig):
+                raise self._error("loading", "ChunkingNoneConfig needs "
+                                             "loading=LoadingColumnConfig(column_name=...)")
+            if chunk_column is None:
+                raise self._error("chunking", "no column to embed: set chunking.chunk_column "
+                                              "or loading=LoadingColumnConfig(column_name=...)")
+        elif chunk_column is not None and chunk_column != self.loading.column_name:
+            raise self._error("chunking", f"chunk_column {chunk_column!r} differs from "
+                                          f"loading.column_name {self.loading.column_name!r}")
+
+    @property
+    def source_column(self) -> str:
+        """The column that gets chunked: ``loading.column_name``, else ``chunk_column``."""
+        if self.loading is not None:
+            return self.loading.column_name
+        assert self.chunking.chunk_column is not None  # guaranteed by _validate
+        return self.chunking.chunk_column
+
+    def to_dict(self) -> dict[str, Any]:
+        """Each part's ``to_dict()``; ``loading`` is ``None`` when not set."""
+        return {name: None if value is None else value.to_dict()
+                for name, value in self._field_values()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VectorizerConfig:
+        """Rebuild every part with :func:`config_from_dict`; missing parts take defaults."""
+        kwargs = cls._check_keys(data)
+        return cls(**{kind: None if value is None else config_from_dict(value, kind)
+                      for kind, value in kwargs.items()})

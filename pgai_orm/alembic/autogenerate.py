@@ -17,7 +17,7 @@ from typing import Any
 from alembic.autogenerate import comparators, renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations.ops import UpgradeOps
-from alembic.util import PriorityDispatchResult
+from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy import MetaData, text
 
 from pgai_orm.alembic.operations import AlterVectorizerOp, CreateVectorizerOp, DropVectorizerOp
@@ -71,7 +71,8 @@ def _catalog_vectorizers(connection: Any) -> dict[str, CreateVectorizerOp]:
     return found
 
 
-@comparators.dispatch_for("schema")
+# LAST: tables are compared first, so a new table is created before its vectorizer.
+@comparators.dispatch_for("schema", priority=DispatchPriority.LAST)
 def compare_vectorizers(autogen_context: AutogenContext, upgrade_ops: UpgradeOps,
                         schemas: set[str | None]) -> PriorityDispatchResult:
     """Emit create/alter/drop operations for the difference between declarations and catalog."""

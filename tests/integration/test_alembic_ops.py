@@ -302,3 +302,75 @@ def test_names_with_nul_bytes_are_refused() -> None:
     with pytest.raises(VectorizerOperationError, match="NUL"):
         CreateVectorizerOp("blog\x00posts",
                            chunking=ChunkingRecursiveCharacterTextSplitterConfig(chunk_column="c"))
+
+
+MODELS = '''
+from sqlalchemy import Integer, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pgai_orm.alembic import declare_vectorizer
+from pgai_orm.configuration import (ChunkingRecursiveCharacterTextSplitterConfig,
+    EmbeddingLocalConfig, FormattingPythonTemplateConfig)
+from pgai_orm.sqlalchemy import vectorizer_relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BlogPost(Base):
+    __tablename__ = "blog_posts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text)
+    content_embeddings = vectorizer_relationship(dimensions=DIMENSIONS)
+
+
+metadata = Base.metadata
+declare_vectorizer(
+    metadata, "blog_posts", name="posts",
+    embedding=EmbeddingLocalConfig(dimensions=DIMENSIONS),
+    chunking=ChunkingRecursiveCharacterTextSplitterConfig(chunk_column="content", chunk_size=CHUNK),
+    formatting=FormattingPythonTemplateConfig(template="$title - $chunk"))
+'''
+
+
+def _autogenerate(project: AlembicProject, tmp_path: Path, message: str, dimensions: int,
+                  chunk: int) -> str:
+    from alembic import command
+
+    models = tmp_path / f"models_{message}.py"
+    models.write_text(MODELS.replace("DIMENSIONS", str(dimensions)).replace("CHUNK", str(chunk)))
+    cfg = project.config()
+    cfg.set_main_option("models_module", str(models))
+    script = command.revision(cfg, message=message, autogenerate=True, rev_id=message)
+    path = Path(script.path)  # type: ignore[union-attr]
+    command.upgrade(cfg, "head")
+    return path.read_text()
+
+
+def test_autogenerate_renders_vectorizer_ops(project: AlembicProject, tmp_path: Path) -> None:
+    url = project.database_url
+    first = _autogenerate(project, tmp_path, "a1", 256, 800)
+    # The table itself is a normal model; its embedding store is not (include_object filter).
+    assert "op.create_table('blog_posts'" in first
+    assert "op.create_vectorizer(" in first and "embedding_store" not in first.split("def downgrade")[0].replace("op.create_vectorizer", "")
+    assert "from pgai_orm.configuration import" in first
+    assert "op.drop_vectorizer(" in first.split("def downgrade")[1]
+    # create_table sorts before create_vectorizer, so the generated migration runs as generated.
+    assert first.index("op.create_table('blog_posts'") < first.index("op.create_vectorizer(")
+    assert query(url, "SELECT name FROM vectorizer.vectorizers") == [("posts",)]
+
+    unchanged = _autogenerate(project, tmp_path, "a2", 256, 800)
+    assert "vectorizer(" not in unchanged
+
+    altered = _autogenerate(project, tmp_path, "a3", 128, 500)
+    upgrade, downgrade = altered.split("def downgrade")
+    assert "op.alter_vectorizer(name='posts'" in upgrade and "dimensions=128" in upgrade
+    assert "chunk_size=500" in upgrade
+    assert "op.alter_vectorizer(name='posts'" in downgrade and "chunk_size=500" not in downgrade
+    assert query(url, "SELECT version, status FROM vectorizer.config_versions ORDER BY version") == [
+        (1, "active"), (2, "building")]
+    project.downgrade("a2")
+    assert query(url, "SELECT version, status FROM vectorizer.config_versions ORDER BY version") == [
+        (1, "active"), (2, "retired"), (3, "building")]

@@ -15,6 +15,7 @@ caller is itself inside a running loop, and async HTTP clients are kept per even
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -77,7 +78,13 @@ class Embedder(ABC):
         """Embed ``texts`` in order; one vector per text, each of ``dimensions`` floats."""
         if not texts:
             return []
-        prepared = fit_to_context(texts, self._encoding(), self.limits.context_tokens)
+        encoding = self._encoding()
+        if encoding is None:
+            prepared = fit_to_context(texts, None, self.limits.context_tokens)
+        else:  # tokenizing thousands of chunks is CPU work: keep the event loop free
+            prepared = await asyncio.to_thread(
+                fit_to_context, texts, encoding, self.limits.context_tokens
+            )
         batches = plan_batches(prepared.tokens, self.limits)
         semaphore = asyncio.Semaphore(self.concurrency)
 
@@ -199,13 +206,25 @@ class _LoopThread:
             target=self._loop.run_forever, name=f"{name}-sync", daemon=True
         )
         self._thread.start()
+        atexit.register(self.stop)  # background tasks (e.g. litellm's logger) end cleanly
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def stop(self) -> None:
-        # closes the clients parked by PerLoop in this loop
-        asyncio.run_coroutine_threadsafe(self._loop.shutdown_asyncgens(), self._loop).result()
+        """Cancel what libraries left running in the loop, close parked clients, end the thread."""
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+        atexit.unregister(self.stop)
+
+    async def _shutdown(self) -> None:
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self._loop.shutdown_asyncgens()

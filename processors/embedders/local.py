@@ -105,8 +105,6 @@ class LocalEmbedder(Embedder):
 
 def create(config: Any, **kwargs: Any) -> LocalEmbedder:
     """Build from an ``EmbeddingLocalConfig``-like object (``model``, ``dimensions``)."""
-    return LocalEmbedder(
-        getattr(config, "model", WORDLLAMA) or WORDLLAMA,
-        getattr(config, "dimensions", 256),
-        **kwargs,
-    )
+    model = getattr(config, "model", None) or WORDLLAMA
+    native = MINILM_DIMENSIONS if model.endswith(MINILM) else 256
+    return LocalEmbedder(model, getattr(config, "dimensions", None) or native, **kwargs)

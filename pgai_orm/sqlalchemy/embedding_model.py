@@ -105,6 +105,24 @@ class EmbeddingModel:
         await vectorizer_info_async(cls, session, refresh=refresh)
 
     @classmethod
+    def embed_query(cls, session: Session, text: str) -> list[float]:
+        """Embed ``text`` with the vectorizer's configured embedder (read from the catalog).
+
+        This replaces pgai's in-database ``ai.openai_embed(...)`` in hand-written queries:
+        ``order_by(Model.embedding.cosine_distance(Model.embed_query(session, "text")))``.
+        """
+        from pgai_orm.sqlalchemy.search import embed_query
+
+        return embed_query(cls, session, text)
+
+    @classmethod
+    async def embed_query_async(cls, session: AsyncSession, text: str) -> list[float]:
+        """Async twin of :meth:`embed_query`."""
+        from pgai_orm.sqlalchemy.search import embed_query_async
+
+        return await embed_query_async(cls, session, text)
+
+    @classmethod
     def search(
         cls,
         session: Session,

@@ -159,6 +159,20 @@ def _results(result: Result[Any]) -> list[SearchResult]:
     return [SearchResult(row[0], row[1], float(row[2])) for row in result.unique()]
 
 
+def embed_query(model: Any, session: Session, text: str) -> list[float]:
+    """``text`` embedded by the vectorizer's own embedder, checked against the model's size."""
+    if hasattr(session, "sync_session"):
+        raise TypeError("embed_query() takes a sync Session; use embed_query_async()")
+    info = vectorizer_info(model, session)
+    return _checked_vector(model, embedders.get(info.config).embed_sync([text])[0])
+
+
+async def embed_query_async(model: Any, session: AsyncSession, text: str) -> list[float]:
+    """Async twin of :func:`embed_query`."""
+    info = await vectorizer_info_async(model, session)
+    return _checked_vector(model, (await embedders.get(info.config).embed([text]))[0])
+
+
 def search(
     model: Any,
     session: Session,

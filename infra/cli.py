@@ -1,8 +1,8 @@
 """The ``vectorizer`` command: ``vectorizer dev up|down|status|env`` plus other packages' commands.
 
 Other packages plug in by exposing a click command or group and being listed in
-``PLUGIN_COMMANDS``; a plugin whose module does not exist yet is skipped, any other import error
-surfaces (a broken plugin must not silently vanish from the CLI).
+``PLUGIN_COMMANDS``. Every listed command must import: a broken plugin must not silently vanish
+from the CLI. Commands import their heavy dependencies (faust, models) lazily where they can.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from infra.stack import STATE_DIR_ENV, EmbeddedStack
 PLUGIN_COMMANDS: tuple[str, ...] = (
     "connector.cli:connector_command",
     "processors.cli:worker_command",
-    "pgai_orm.cli:cli",
+    "infra.status:status_command",
+    "infra.status:errors_command",
+    "infra.status:replay_command",
+    "infra.demo:demo_command",
 )
 
 
@@ -114,12 +117,7 @@ def env(ctx: click.Context) -> None:
 def _load_plugins() -> None:
     for spec in PLUGIN_COMMANDS:
         module_name, attr = spec.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue  # that package has no CLI (yet)
-            raise
+        module = importlib.import_module(module_name)
         main.add_command(getattr(module, attr))
 
 

@@ -39,6 +39,13 @@ CREATE TABLE IF NOT EXISTS vectorizer.config_versions (
     PRIMARY KEY (vectorizer_id, version)
 );
 
+-- truncated_lsn: events below it arrived after a TRUNCATE of the source and are skipped (a truncate
+-- reaches every partition, so each worker applies it once). replay_target: the topic high-water
+-- marks a building version must reach before it is activated.
+ALTER TABLE vectorizer.config_versions
+    ADD COLUMN IF NOT EXISTS truncated_lsn pg_lsn NOT NULL DEFAULT '0/0',
+    ADD COLUMN IF NOT EXISTS replay_target jsonb;
+
 CREATE TABLE IF NOT EXISTS vectorizer.applied_state (
     vectorizer_id int NOT NULL,
     version       int NOT NULL,

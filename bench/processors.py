@@ -1,0 +1,322 @@
+"""Benchmark: the processors' backfill throughput and the embedding calls that partial updates cost.
+
+On one set of rows, in one run:
+
+* ``bare embedder``: ``embed_sync`` over every formatted chunk of every row (the model alone,
+  batches of its own limit) -- the ceiling;
+* ``pipeline (in process)``: ``Pipeline.process`` on batches of real event bytes (parse, reduce,
+  applied-state check, chunk, format, hash, embed, one store transaction per batch);
+* ``worker (Kafka + faust)``: the same events produced to a topic and consumed by
+  ``vectorizer worker`` in its own process, timed until every row is applied;
+* a partial-update workload on the same rows (an unrelated column, an appended sentence, a new
+  title), counting chunks embedded and embedding calls by this design against a design that
+  re-embeds every chunk of every changed row.
+
+Usage::
+
+    python bench/processors.py [--rows 10000] [--updates 2000]
+
+Uses ``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS`` when set, else starts the embedded stack.
+Prints a table and writes ``bench/results/processors.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from infra import pgadmin
+from pgai_orm.catalog import catalog_sql, load_vectorizers
+from processors.app import topic_name
+from processors.errors_sink import ErrorSink
+from processors.events import canonical_key, parse_event
+from processors.pipeline import BatchReport, Pipeline, VersionSpec, config_objects
+from processors.store import EmbeddingStore
+
+BATCH = 256
+PARTITIONS = 4
+PREFIX = "bench"
+CONFIG: dict[str, Any] = {
+    "embedding": {"implementation": "local", "model": "wordllama", "dimensions": 256},
+    "chunking": {"implementation": "recursive_character_text_splitter", "chunk_column": "content",
+                 "chunk_size": 400, "chunk_overlap": 50, "separators": ["\n\n", ". ", " "],
+                 "is_separator_regex": False},
+    "formatting": {"implementation": "python_template", "template": "$title - $chunk"},
+    "indexing": {"implementation": "none"},
+}
+WORDS = ("stream replication kafka postgres vector chunk embedding model worker partition offset "
+         "commit batch latency throughput index query table column source store event key row "
+         "update insert delete snapshot consumer producer broker topic schema text search").split()
+
+
+def sentence(rng: random.Random) -> str:
+    words = [rng.choice(WORDS) for _ in range(rng.randint(8, 18))]
+    return " ".join(words).capitalize() + "."
+
+
+def document(rng: random.Random) -> str:
+    return " ".join(sentence(rng) for _ in range(rng.randint(10, 22)))
+
+
+class Events:
+    """Change events of the bench table, built exactly per the contract."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.lsn = 1_000_000
+
+    def make(self, op: str, row: dict[str, Any], toast: list[str] | None = None) -> tuple[bytes, bytes]:
+        self.lsn += 8
+        key = {"id": row["id"]}
+        value = {"op": op, "lsn": self.lsn, "commit_lsn": self.lsn, "xid": 1,
+                 "commit_time": "2026-11-24T10:00:00+00:00", "schema": "public",
+                 "table": self.table, "key": key,
+                 "row": {k: v for k, v in row.items() if k not in (toast or [])},
+                 "unchanged_toast": toast or []}
+        return canonical_key(key).encode(), orjson.dumps(value)
+
+
+def create_vectorizer(url: str, table: str, target: str) -> tuple[int, VersionSpec]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        vid = conn.execute(
+            "SELECT vectorizer.create_vectorizer('public', %s, %s, NULL, %s, NULL, %s, %s::jsonb,"
+            " 'content', ARRAY['title'], 256)",
+            (table, target, target, target + "_view", orjson.dumps(CONFIG).decode()),
+        ).fetchone()[0]  # type: ignore[index]
+        record = next(r for r in load_vectorizers(conn) if r.id == vid)
+    spec = VersionSpec(vid, 1, "public", table, tuple(c.attname for c in record.source_pk),
+                       record.config, f"bench-{vid}-v1")
+    return vid, spec
+
+
+async def run_pipeline(url: str, spec: VersionSpec, records: list[tuple[bytes, bytes]]) -> tuple[float, BatchReport]:
+    pipeline = Pipeline.from_spec(spec, ErrorSink(spec.vectorizer_id, 1, None))
+    total = BatchReport()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await EmbeddingStore.ensure_catalog_columns(conn)
+        started = time.perf_counter()
+        for start in range(0, len(records), BATCH):
+            events = [parse_event(v) for _, v in records[start:start + BATCH]]
+            total.add(await pipeline.process(conn, events))
+        return time.perf_counter() - started, total
+
+
+def bare_embedder(rows: list[dict[str, Any]]) -> dict[str, float]:
+    from processors.chunking import chunker_for
+    from processors.embedders import create_embedder
+    from processors.formatting import formatter_for
+
+    objects = config_objects(CONFIG)
+    chunker, formatter = chunker_for(objects.chunking), formatter_for(objects.formatting)
+    embedder = create_embedder(objects.embedding)
+    embedder.embed_sync(["warm up"])
+    started = time.perf_counter()
+    texts = [formatter(c, row) for row in rows for c in chunker(row["content"])]
+    prepared = time.perf_counter() - started
+    started = time.perf_counter()
+    embedder.embed_sync(texts)
+    embedded = time.perf_counter() - started
+    return {"chunks": len(texts), "chunk_format_s": prepared, "embed_s": embedded,
+            "chunks_per_s": len(texts) / embedded}
+
+
+def run_worker(url: str, servers: str, vid: int, records: list[tuple[bytes, bytes]],
+               topic: str) -> dict[str, float]:
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
+    for key, value in records:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+    env = {**os.environ, "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": servers}
+    log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)
+    started = time.perf_counter()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "processors.cli", "--topic-prefix", PREFIX, "--session-timeout", "3",
+         "--batch-size", str(BATCH), "--batch-within", "0.5", "--without-web", "--loglevel", "warning"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+    )
+    first_row = None
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while True:
+                done = conn.execute("SELECT count(*) FROM vectorizer.applied_state WHERE vectorizer_id = %s",
+                                    (vid,)).fetchone()[0]  # type: ignore[index]
+                if done and first_row is None:
+                    first_row = time.perf_counter() - started
+                if done >= len(records):
+                    break
+                if worker.poll() is not None:
+                    raise RuntimeError(f"worker exited; log: {log.name}")
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            chunks = conn.execute(
+                "SELECT sum(cardinality(chunk_hashes)) FROM vectorizer.applied_state WHERE vectorizer_id = %s",
+                (vid,)).fetchone()[0]  # type: ignore[index]
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    os.unlink(log.name)  # kept only when the worker failed
+    return {"rows": len(records), "chunks": int(chunks), "wall_s": elapsed,
+            "first_row_s": first_row or 0.0, "steady_s": elapsed - (first_row or 0.0),
+            "chunks_per_s_steady": int(chunks) / (elapsed - (first_row or 0.0))}
+
+
+def partial_updates(url: str, table: str, rows: list[dict[str, Any]], events: Events,
+                    count: int, rng: random.Random) -> tuple[list[tuple[bytes, bytes]], dict[str, int]]:
+    """Apply ``count`` updates to the source and return their events and the workload's mix."""
+    from processors.chunking import chunker_for
+
+    chunker = chunker_for(config_objects(CONFIG).chunking)
+    mix = {"unrelated_column": 0, "appended_sentence": 0, "new_title": 0}
+    records: list[tuple[bytes, bytes]] = []
+    reembed_all_chunks = 0
+    by_id = {r["id"]: r for r in rows}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(count):
+            row = by_id[rng.randint(1, len(rows))]
+            kind = rng.choices(list(mix), weights=(50, 35, 15))[0]
+            mix[kind] += 1
+            if kind == "unrelated_column":
+                row["views"] += 1
+                conn.execute(f"UPDATE {table} SET views = %s WHERE id = %s", (row["views"], row["id"]))  # noqa: S608 - bench-owned name
+                records.append(events.make("update", row, ["content"]))
+            elif kind == "appended_sentence":
+                row["content"] += " " + sentence(rng)
+                conn.execute(f"UPDATE {table} SET content = %s WHERE id = %s", (row["content"], row["id"]))  # noqa: S608
+                records.append(events.make("update", row))
+            else:
+                row["title"] = f"retitled {rng.randint(0, 10**6)}"
+                conn.execute(f"UPDATE {table} SET title = %s WHERE id = %s", (row["title"], row["id"]))  # noqa: S608
+                records.append(events.make("update", row, ["content"]))
+            # a design without hashes re-embeds every chunk of the row on every update
+            reembed_all_chunks += len(chunker(row["content"]))
+    mix["reembed_everything_chunks"] = reembed_all_chunks
+    return records, mix
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--updates", type=int, default=2_000)
+    args = parser.parse_args()
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    rng = random.Random(20261124)
+
+    stack = None
+    url, servers = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not url or not servers:
+        from infra.stack import EmbeddedStack
+
+        stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="vz-bench-")))
+        info = stack.up()
+        url, servers = info.database_url, info.kafka_bootstrap_servers
+    try:
+        with pgadmin.temporary_database(url, prefix="bench") as db:
+            results = bench(db, servers, args.rows, args.updates, rng)
+    finally:
+        if stack is not None:
+            stack.down()
+    out = Path(__file__).resolve().parent / "results" / "processors.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+def bench(db: str, servers: str, n_rows: int, n_updates: int, rng: random.Random) -> dict[str, Any]:
+    table = "bench_docs"
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(catalog_sql())
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, title text, content text, views int)")
+        rows = [{"id": i, "title": f"document {i}", "content": document(rng), "views": 0}
+                for i in range(1, n_rows + 1)]
+        with conn.cursor().copy(f"COPY {table} (id, title, content, views) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row((r["id"], r["title"], r["content"], r["views"]))
+        database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    events = Events(table)
+    snapshot = [events.make("read", r) for r in rows]
+    avg_len = sum(len(r["content"]) for r in rows) / len(rows)
+
+    load_before = os.getloadavg()[0]
+    bare_runs = [bare_embedder(rows)]
+
+    vid1, _ = create_vectorizer(db, table, "store_worker")
+    worker = run_worker(db, servers, vid1, snapshot, topic_name(PREFIX, database, "public", table))
+    with psycopg.connect(db, autocommit=True) as conn:  # the worker is done with vectorizer 1
+        conn.execute("SELECT vectorizer.drop_vectorizer('store_worker', NULL, true, false)")
+
+    _, spec = create_vectorizer(db, table, "store_inproc")
+    elapsed, backfill = asyncio.run(run_pipeline(db, spec, snapshot))
+    pipeline = {"chunks": backfill.chunks_embedded, "wall_s": elapsed,
+                "chunks_per_s": backfill.chunks_embedded / elapsed, "embedding_calls": backfill.embedding_calls}
+
+    bare_runs.append(bare_embedder(rows))  # again after: other load on the machine varies
+    bare = min(bare_runs, key=lambda b: b["embed_s"])
+    bare["runs_embed_s"] = [b["embed_s"] for b in bare_runs]
+
+    update_records, mix = partial_updates(db, table, rows, events, n_updates, rng)
+    elapsed, upd = asyncio.run(run_pipeline(db, spec, update_records))
+    batches = (len(update_records) + BATCH - 1) // BATCH
+    updates = {
+        "updates": n_updates, "mix": {k: v for k, v in mix.items() if k != "reembed_everything_chunks"},
+        "this_design": {"chunks_embedded": upd.chunks_embedded, "embedding_calls": upd.embedding_calls,
+                        "chunks_reused": upd.chunks_reused, "rereads": upd.rereads, "wall_s": elapsed},
+        "reembed_everything": {"chunks_embedded": mix["reembed_everything_chunks"],
+                               "embedding_calls": batches},
+    }
+    results = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_avg_1m_before_after": [load_before, os.getloadavg()[0]]},
+        "rows": n_rows, "avg_content_chars": round(avg_len), "batch_size": BATCH,
+        "config": CONFIG, "bare_embedder": bare, "pipeline_in_process": pipeline,
+        "worker_kafka_faust": worker, "partial_updates": updates,
+    }
+    print_table(results)
+    return results
+
+
+def print_table(r: dict[str, Any]) -> None:
+    bare, pipe, work = r["bare_embedder"], r["pipeline_in_process"], r["worker_kafka_faust"]
+    print(f"\nbackfill: {r['rows']} rows, {bare['chunks']} chunks (avg {r['avg_content_chars']} chars/row),"
+          f" wordllama 256d, {os.cpu_count()} CPUs")
+    print(f"{'path':34} {'chunks':>8} {'seconds':>9} {'chunks/s':>10} {'vs bare':>8}")
+    print(f"{'bare embedder (embed_sync, best)':34} {bare['chunks']:>8} {bare['embed_s']:>9.2f} {bare['chunks_per_s']:>10.0f} {1:>8.2f}")
+    print(f"{'pipeline in process':34} {pipe['chunks']:>8} {pipe['wall_s']:>9.2f} {pipe['chunks_per_s']:>10.0f}"
+          f" {pipe['chunks_per_s'] / bare['chunks_per_s']:>8.2f}")
+    print(f"{'worker via Kafka+faust (steady)':34} {work['chunks']:>8} {work['steady_s']:>9.2f}"
+          f" {work['chunks_per_s_steady']:>10.0f} {work['chunks_per_s_steady'] / bare['chunks_per_s']:>8.2f}")
+    print(f"  (worker wall incl. start-up and group join: {work['wall_s']:.2f}s, first row after {work['first_row_s']:.2f}s)")
+    print(f"  (bare embedder runs: {', '.join(f'{t:.2f}s' for t in bare['runs_embed_s'])};"
+          f" 1-min load average before/after: {r['machine']['load_avg_1m_before_after']})")
+    u = r["partial_updates"]
+    print(f"\npartial updates: {u['updates']} ({', '.join(f'{k} {v}' for k, v in u['mix'].items())})")
+    print(f"{'design':34} {'chunks embedded':>16} {'embedding calls':>16}")
+    print(f"{'hash per chunk (this)':34} {u['this_design']['chunks_embedded']:>16} {u['this_design']['embedding_calls']:>16}")
+    print(f"{'re-embed everything':34} {u['reembed_everything']['chunks_embedded']:>16} {u['reembed_everything']['embedding_calls']:>16}")
+
+
+if __name__ == "__main__":
+    main()

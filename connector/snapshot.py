@@ -1,0 +1,267 @@
+"""The initial consistent snapshot of a source table, published as ``read`` events.
+
+How a snapshot meets the stream without a gap, a duplicate state or a regression
+----------------------------------------------------------------------------------
+
+A logical slot created with ``SNAPSHOT 'export'`` returns a consistent point ``L`` and a
+snapshot that shows exactly the transactions whose commit record lies before ``L``; the slot
+decodes exactly those committing at or after ``L``. Reading the table in that snapshot and
+streaming the slot therefore covers every change once. Two details decide the LSNs:
+
+1. **Which LSN a ``read`` event carries.** Processors apply, per key, only events above the
+   LSN applied so far. A transaction that *began* before ``L`` but commits after it is streamed,
+   and its changes carry record LSNs *below* ``L``; had the snapshot's events carried ``L``,
+   those changes would be skipped as "older" and the row would stay stale. So ``read`` events
+   carry the new slot's ``restart_lsn`` ``R`` (where decoding for it began): the snapshot
+   builder only becomes consistent once every transaction running at ``R`` has finished, so
+   every transaction the slot streams wrote all its records after ``R``. ``R < `` every
+   streamed change, and ``R`` is the same for all rows of a snapshot. ``commit_lsn`` of a
+   ``read`` event is ``L``.
+
+2. **A table added while the main slot streams** (a vectorizer created later). An existing slot
+   cannot export a snapshot, so the connector creates a *temporary* slot with an exported
+   snapshot (consistent point ``L2``, restart point ``R2``), imports the snapshot, drops the
+   temporary slot (closing its session) and reads the table at ``L2`` with ``lsn = R2``. The
+   main stream is restarted with the table's publication added, from its confirmed position
+   ``C``; ``C <= L2`` because the main stream is stopped (everything acknowledged and confirmed)
+   before the temporary slot is created. From the main stream the table's changes are then
+   published only for transactions with commit LSN ``>= L2`` (``stream_from_lsn``): earlier
+   ones are in the snapshot. Result: every change after the snapshot is published, each with an
+   LSN above ``R2``, and nothing before it is published twice, so applying events per key in
+   LSN order with "skip at or below" goes from the snapshot state forward only.
+
+Resuming after a crash. The keyset position (last acknowledged key) is in
+``vectorizer.connector_tables``. The exported snapshot died with the process, so the rest of the
+table is read in a new snapshot (temporary slot, ``L3``/``R3``). ``stream_from_lsn`` keeps the
+*first* attempt's ``L``: rows already read at ``L`` need every later change, and for the rows
+read at ``L3`` the changes committed in ``[L, L3)`` are at worst transient repeats of states the
+snapshot already contains; the final state per key is the newest change either way.
+
+The snapshot runs in its own thread on its own connections while the main stream goes on.
+Chunks are ``chunk_rows`` rows by keyset pagination on the primary key; a chunk's progress is
+recorded only after Kafka acknowledged all of its events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from connector.events import Record, TableId, TxnInfo, row_record
+from connector.lsn import format_lsn
+from connector.pgoutput import Type
+from connector.publisher import AckGroup, Publisher
+from connector.state import StateStore
+from connector.values import SESSION_OPTIONS, ValueRenderer
+
+__all__ = ["SnapshotJob", "SnapshotRunner", "TableReader", "import_snapshot"]
+
+logger = logging.getLogger(__name__)
+_FIRST_USER_OID = 16384  # FirstNormalObjectId: pgoutput sends a Type message for these
+
+
+def import_snapshot(database_url: str, snapshot_name: str) -> psycopg.Connection[Any]:
+    """A connection inside ``REPEATABLE READ, READ ONLY`` that sees ``snapshot_name``.
+
+    The session uses the value settings of the replication stream, so ``::text`` renders
+    every value exactly as pgoutput does.
+    """
+    conn = psycopg.connect(database_url, autocommit=True, options=SESSION_OPTIONS)
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class TableReader:
+    """Reads one table in key order, in chunks, as (key, row, key texts) rendered like pgoutput."""
+
+    def __init__(self, conn: psycopg.Connection[Any], schema: str, table: str, key_columns: Sequence[str]) -> None:
+        self.conn = conn
+        self.schema = schema
+        self.table = table
+        self.key_columns = list(key_columns)
+        self.renderer = ValueRenderer()
+        rows = conn.execute(
+            "SELECT a.attname, a.atttypid, t.typname, tn.nspname"
+            "  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+            "  JOIN pg_namespace tn ON tn.oid = t.typnamespace"
+            " WHERE a.attrelid = (SELECT c.oid FROM pg_class c JOIN pg_namespace n"
+            "                      ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s)"
+            "   AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''"
+            " ORDER BY a.attnum",
+            (schema, table),
+        ).fetchall()
+        if not rows:
+            raise LookupError(f"table {schema}.{table} not found in the snapshot")
+        self.columns: list[tuple[str, int]] = [(r[0], int(r[1])) for r in rows]
+        for _name, oid, typname, nspname in rows:
+            if oid >= _FIRST_USER_OID:
+                self.renderer.register_type(Type(int(oid), nspname, typname))
+        names = [c[0] for c in self.columns]
+        missing = [k for k in self.key_columns if k not in names]
+        if missing:
+            raise LookupError(f"key columns {missing} not in {schema}.{table}")
+        self._key_idx = [names.index(k) for k in self.key_columns]
+
+    def estimate_rows(self) -> int:
+        row = self.conn.execute(
+            "SELECT greatest(c.reltuples, 0)::bigint FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            (self.schema, self.table),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _query(self, resume: bool, limit: int) -> sql.Composed:
+        # Output columns get positional aliases and the table an alias: an ORDER BY on a bare
+        # name would otherwise sort by the ``::text`` output column of the same name.
+        cols = sql.SQL(", ").join(
+            sql.SQL("s.{}::text AS {}").format(sql.Identifier(name), sql.Identifier(f"c{i}"))
+            for i, (name, _) in enumerate(self.columns)
+        )
+        keys = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in self.key_columns)
+        where = sql.SQL("")
+        if resume:
+            params = sql.SQL(", ").join(sql.Placeholder() for _ in self.key_columns)
+            where = sql.SQL(" WHERE ({}) > ({})").format(keys, params)
+        return sql.SQL("SELECT {} FROM {}.{} AS s{} ORDER BY {} LIMIT {}").format(
+            cols, sql.Identifier(self.schema), sql.Identifier(self.table), where, keys,
+            sql.Literal(limit),
+        )
+
+    def chunks(
+        self, after: list[str | None] | None, chunk_rows: int
+    ) -> Iterator[list[tuple[dict[str, Any], dict[str, Any], list[str | None]]]]:
+        """Chunks of rows with keys above ``after`` (key values as text), in key order."""
+        render = self.renderer.render
+        columns = self.columns
+        key_idx = self._key_idx
+        while True:
+            query = self._query(after is not None, chunk_rows)
+            rows = self.conn.execute(query, after).fetchall() if after is not None else self.conn.execute(query).fetchall()
+            if not rows:
+                return
+            out = []
+            for raw in rows:
+                row = {name: render(oid, raw[i]) for i, (name, oid) in enumerate(columns)}
+                key = {columns[i][0]: row[columns[i][0]] for i in key_idx}
+                out.append((key, row, [raw[i] for i in key_idx]))
+            after = out[-1][2]
+            yield out
+            if len(rows) < chunk_rows:
+                return
+
+
+@dataclass(slots=True)
+class SnapshotJob:
+    """One table to snapshot at a point: ``read_lsn`` (R) and ``commit_lsn`` (L)."""
+
+    schema: str
+    table: str
+    topic: str
+    key_columns: list[str]
+    read_lsn: int
+    commit_lsn: int
+    after: list[str | None] | None = None
+    rows_done: int = 0
+    rows_total: int | None = None
+
+    @property
+    def table_id(self) -> TableId:
+        return (self.schema, self.table)
+
+
+class SnapshotRunner(threading.Thread):
+    """Publishes the snapshot of ``jobs`` from ``conn`` (already inside the imported snapshot)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        jobs: list[SnapshotJob],
+        publisher: Publisher,
+        state_url: str,
+        slot_name: str,
+        *,
+        chunk_rows: int = 5000,
+        on_progress: Callable[[SnapshotJob, int], None] | None = None,
+    ) -> None:
+        super().__init__(name="snapshot", daemon=True)
+        self.conn = conn
+        self.jobs = jobs
+        self.publisher = publisher
+        self.state_url = state_url
+        self.slot_name = slot_name
+        self.chunk_rows = chunk_rows
+        self.on_progress = on_progress
+        self.error: BaseException | None = None
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        try:
+            with psycopg.connect(self.state_url, autocommit=True) as state_conn:
+                state = StateStore(state_conn, self.slot_name)
+                for job in self.jobs:
+                    if self._halt.is_set():
+                        return
+                    self._run_job(job, state)
+        except BaseException as exc:  # noqa: BLE001 (reported to the main loop, which restarts)
+            logger.exception("snapshot failed")
+            self.error = exc
+        finally:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _settle(self, job: SnapshotJob, state: StateStore,
+                group: AckGroup, after: list[str | None], rows: int) -> None:
+        self.publisher.wait(group)
+        job.after = after
+        job.rows_done += rows
+        state.record_progress(job.schema, job.table, after, job.rows_done)
+        if self.on_progress:
+            self.on_progress(job, rows)
+
+    def _run_job(self, job: SnapshotJob, state: StateStore) -> None:
+        reader = TableReader(self.conn, job.schema, job.table, job.key_columns)
+        if job.rows_total is None:
+            job.rows_total = reader.estimate_rows()
+        txn = TxnInfo(job.commit_lsn, None, None)
+        logger.info(
+            "snapshot of %s.%s at %s (read lsn %s) starts after %r",
+            job.schema, job.table, format_lsn(job.commit_lsn), format_lsn(job.read_lsn), job.after,
+        )
+        # One chunk in flight while the next is read and sent: a chunk's progress is recorded
+        # once Kafka acknowledged it, and always after the chunk before it.
+        in_flight: tuple[AckGroup, list[str | None], int] | None = None
+        for chunk in reader.chunks(job.after, self.chunk_rows):
+            if self._halt.is_set():
+                return
+            group = AckGroup()
+            for key, row, _texts in chunk:
+                record: Record = row_record("read", job.read_lsn, txn, job.table_id, key, row)
+                self.publisher.send_grouped(job.topic, record.key, record.value, group)
+            self.publisher.drain()
+            if in_flight is not None:
+                self._settle(job, state, *in_flight)
+            in_flight = (group, chunk[-1][2], len(chunk))
+        if in_flight is not None:
+            self._settle(job, state, *in_flight)
+        if self._halt.is_set():
+            return
+        state.finish_snapshot(job.schema, job.table)
+        if self.on_progress:
+            self.on_progress(job, 0)
+        logger.info("snapshot of %s.%s done: %d rows", job.schema, job.table, job.rows_done)

@@ -1,0 +1,176 @@
+"""The connector's own state, kept in the catalog database beside the vectorizers.
+
+Why in Postgres and not in a file or in Kafka: the state must survive the connector's process
+and the (possibly memory-only) broker, and it must change together with what the slot knows.
+
+``vectorizer.connector_state``: one row per slot: the broker cluster id last seen and the last
+LSN the connector confirmed (for ``status()``; the slot itself is the truth for resuming).
+
+``vectorizer.connector_tables``: one row per (slot, source table):
+
+* ``status``: ``snapshotting`` until every row of the initial snapshot is acknowledged by
+  Kafka, then ``streaming``.
+* ``stream_from_lsn``: the main stream publishes this table's changes only from transactions
+  whose commit LSN is at or above it (the snapshot holds everything committed before; see
+  :mod:`connector.snapshot`).
+* ``snapshot_lsn``: the ``lsn`` that the current snapshot attempt's ``read`` events carry.
+* ``snapshot_after``: the keyset position (primary-key values as text, in key order) of the last
+  row whose event Kafka acknowledged; an interrupted snapshot resumes after it.
+* ``topic``, ``topic_id``: the topic and the id the broker gave it; a different or missing id
+  means the broker lost it and the table is snapshotted again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+
+from connector.lsn import format_lsn, parse_lsn
+
+__all__ = ["StateStore", "TableState"]
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS vectorizer.connector_state (
+    slot_name      text PRIMARY KEY,
+    cluster_id     text,
+    confirmed_lsn  pg_lsn,
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS vectorizer.connector_tables (
+    slot_name        text NOT NULL,
+    source_schema    name NOT NULL,
+    source_table     name NOT NULL,
+    topic            text NOT NULL,
+    topic_id         text,
+    status           text NOT NULL CHECK (status IN ('snapshotting', 'streaming')),
+    stream_from_lsn  pg_lsn NOT NULL,
+    snapshot_lsn     pg_lsn,
+    snapshot_after   jsonb,
+    rows_done        bigint NOT NULL DEFAULT 0,
+    rows_total       bigint,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot_name, source_schema, source_table)
+);
+"""
+
+
+@dataclass(slots=True)
+class TableState:
+    schema: str
+    table: str
+    topic: str
+    topic_id: str | None
+    status: str
+    stream_from_lsn: int
+    snapshot_lsn: int | None
+    snapshot_after: list[str | None] | None
+    rows_done: int
+    rows_total: int | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.schema, self.table)
+
+
+def _lsn(value: Any) -> int | None:
+    return None if value is None else parse_lsn(str(value))
+
+
+class StateStore:
+    """Reads and writes the two state tables on an autocommit connection of its own."""
+
+    def __init__(self, conn: psycopg.Connection[Any], slot_name: str) -> None:
+        self._conn = conn
+        self.slot_name = slot_name
+
+    def ensure(self) -> None:
+        """Create the tables (the catalog schema must exist)."""
+        self._conn.execute(_DDL)
+
+    def tables(self) -> dict[tuple[str, str], TableState]:
+        rows = self._conn.execute(
+            "SELECT source_schema, source_table, topic, topic_id, status, stream_from_lsn::text,"
+            " snapshot_lsn::text, snapshot_after, rows_done, rows_total"
+            " FROM vectorizer.connector_tables WHERE slot_name = %s",
+            (self.slot_name,),
+        ).fetchall()
+        out = {}
+        for r in rows:
+            state = TableState(
+                r[0], r[1], r[2], r[3], r[4], parse_lsn(r[5]), _lsn(r[6]), r[7], r[8], r[9]
+            )
+            out[state.key] = state
+        return out
+
+    def start_snapshot(
+        self, schema: str, table: str, topic: str, topic_id: str, stream_from_lsn: int,
+        snapshot_lsn: int, rows_total: int | None, *, resume: bool = False,
+    ) -> None:
+        """Record a snapshot attempt. A resumed one (``resume``) keeps its keyset position and
+        its ``stream_from_lsn``: the first attempt's point, from which changes were published."""
+        if resume:
+            self._conn.execute(
+                "UPDATE vectorizer.connector_tables SET snapshot_lsn = %s::pg_lsn,"
+                " rows_total = coalesce(%s, rows_total), updated_at = now()"
+                " WHERE slot_name = %s AND source_schema = %s AND source_table = %s",
+                (format_lsn(snapshot_lsn), rows_total, self.slot_name, schema, table),
+            )
+            return
+        self._conn.execute(
+            "INSERT INTO vectorizer.connector_tables (slot_name, source_schema, source_table,"
+            " topic, topic_id, status, stream_from_lsn, snapshot_lsn, rows_total)"
+            " VALUES (%s, %s, %s, %s, %s, 'snapshotting', %s::pg_lsn, %s::pg_lsn, %s)"
+            " ON CONFLICT (slot_name, source_schema, source_table) DO UPDATE SET"
+            " topic = EXCLUDED.topic, topic_id = EXCLUDED.topic_id, status = 'snapshotting',"
+            " stream_from_lsn = EXCLUDED.stream_from_lsn, snapshot_lsn = EXCLUDED.snapshot_lsn,"
+            " snapshot_after = NULL, rows_done = 0, rows_total = EXCLUDED.rows_total,"
+            " updated_at = now()",
+            (self.slot_name, schema, table, topic, topic_id, format_lsn(stream_from_lsn),
+             format_lsn(snapshot_lsn), rows_total),
+        )
+
+    def record_progress(self, schema: str, table: str, after: list[str | None], rows_done: int) -> None:
+        self._conn.execute(
+            "UPDATE vectorizer.connector_tables SET snapshot_after = %s::jsonb, rows_done = %s,"
+            " updated_at = now() WHERE slot_name = %s AND source_schema = %s AND source_table = %s",
+            (orjson.dumps(after).decode(), rows_done, self.slot_name, schema, table),
+        )
+
+    def finish_snapshot(self, schema: str, table: str) -> None:
+        self._conn.execute(
+            "UPDATE vectorizer.connector_tables SET status = 'streaming', snapshot_after = NULL,"
+            " updated_at = now() WHERE slot_name = %s AND source_schema = %s AND source_table = %s",
+            (self.slot_name, schema, table),
+        )
+
+    def forget_table(self, schema: str, table: str) -> None:
+        self._conn.execute(
+            "DELETE FROM vectorizer.connector_tables"
+            " WHERE slot_name = %s AND source_schema = %s AND source_table = %s",
+            (self.slot_name, schema, table),
+        )
+
+    def forget_all(self) -> None:
+        self._conn.execute(
+            "DELETE FROM vectorizer.connector_tables WHERE slot_name = %s", (self.slot_name,)
+        )
+
+    def cluster_id(self) -> str | None:
+        row = self._conn.execute(
+            "SELECT cluster_id FROM vectorizer.connector_state WHERE slot_name = %s",
+            (self.slot_name,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def save_slot(self, *, cluster_id: str | None = None, confirmed_lsn: int | None = None) -> None:
+        self._conn.execute(
+            "INSERT INTO vectorizer.connector_state AS s (slot_name, cluster_id, confirmed_lsn)"
+            " VALUES (%s, %s, %s::pg_lsn) ON CONFLICT (slot_name) DO UPDATE SET"
+            " cluster_id = coalesce(EXCLUDED.cluster_id, s.cluster_id),"
+            " confirmed_lsn = coalesce(EXCLUDED.confirmed_lsn, s.confirmed_lsn), updated_at = now()",
+            (self.slot_name, cluster_id,
+             None if confirmed_lsn is None else format_lsn(confirmed_lsn)),
+        )

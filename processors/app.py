@@ -1,0 +1,398 @@
+"""The faust app of one vectorizer config version: one consumer group, one agent, one store.
+
+Why one app (and process) per config version: faust gives every agent of an app the app's
+single consumer group, but each config version needs its *own* group
+(``<prefix>-<database>-<id>-v<n>``, see :func:`group_id`) so that a new version can replay
+the topic from offset 0 while the active one keeps its place.
+``vectorizer worker`` (``processors.cli``) therefore supervises one faust worker process per
+version and starts or stops them as the catalog changes; faust cannot add agents with new
+consumer groups at runtime.
+
+Offsets are committed only after the store commit. ``stream.take()`` acks its buffer in a
+``finally`` (so also when the agent is cancelled or fails in the middle of a batch), which would
+let faust commit events that never reached the store. The agent uses ``stream.noack_take()``
+and acks each event itself after the batch's transaction committed. faust never auto-commits
+(it runs aiokafka with ``enable_auto_commit=False`` and commits only acked offsets), and
+``stream_wait_empty=True`` makes a rebalance or shutdown wait until the batch in flight is
+stored and acked before the last commit, so a partition moves to another worker at a
+committed position that matches the store. Anything redelivered after a crash is skipped by
+the applied-LSN check, so at-least-once delivery never duplicates chunks.
+
+Throughput: the agent embeds batch N+1 (on a second connection) while batch N commits; commits
+run one at a time in batch order and each acks its own events once committed. A row changed
+by batch N and planned for N+1 before N committed is noticed under the row lock and planned
+again, so the overlap never writes a plan made on stale state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import faust
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+
+from connector.topics import topic_name  # the connector's naming is the contract
+from processors.errors_sink import ErrorSink, RowError, dlq_topic_for
+from processors.events import Event, EventFormatError, parse_event
+from processors.pipeline import (
+    RETRYABLE_DB_ERRORS,
+    BatchReport,
+    Pipeline,
+    PreparedBatch,
+    VersionSpec,
+)
+from processors.store import EmbeddingStore, StalePlanError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: A batch failing this often with an unexpected error ends the worker process (see handle).
+MAX_BATCH_FAILURES = 3
+EXIT_BATCH_FAILED = 70
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Runtime settings of a processor worker. Defaults suit production Kafka; tests shorten
+    the session timeout (the embedded broker takes half of it to complete a group join)."""
+
+    database_url: str
+    bootstrap_servers: str
+    topic_prefix: str = "vectorizer"
+    batch_size: int = 256
+    batch_within: float = 1.0
+    session_timeout: float = 30.0
+    commit_interval: float = 1.0
+    activation_interval: float = 2.0
+    web_port: int | None = None
+    embedding_concurrency: int | None = None
+
+
+def group_id(prefix: str, database: str, vectorizer_id: int, version: int) -> str:
+    """The consumer group of a config version: ``<prefix>-<database>-<id>-v<version>``.
+
+    Vectorizer ids are per database, so the database (like in topic names) keeps two databases
+    that share a Kafka cluster out of each other's groups.
+    """
+    return topic_name(prefix, database, str(vectorizer_id), f"v{version}").replace(".", "-")
+
+
+def load_spec(database_url: str, vectorizer_id: int, version: int, prefix: str) -> tuple[VersionSpec, str]:
+    """Read one config version from the catalog; return it with its source topic."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT v.source_schema, v.source_table, v.source_pk, cv.config, current_database()"
+            " FROM vectorizer.vectorizers v JOIN vectorizer.config_versions cv"
+            " ON cv.vectorizer_id = v.id WHERE v.id = %s AND cv.version = %s",
+            (vectorizer_id, version),
+        ).fetchone()
+    if row is None:
+        raise LookupError(f"vectorizer {vectorizer_id} has no config version {version}")
+    schema, table, pk, config, database = row
+    pk_columns = tuple(c["attname"] for c in pk)  # stored in key order
+    spec = VersionSpec(vectorizer_id, version, schema, table, pk_columns, config,
+                       group_id(prefix, database, vectorizer_id, version))
+    return spec, topic_name(prefix, database, schema, table)
+
+
+class VersionRunner:
+    """Everything the agent needs besides faust: a DB connection, the pipeline, counters."""
+
+    def __init__(self, spec: VersionSpec, topic: str, settings: WorkerSettings,
+                 dlq: faust.types.TopicT | None) -> None:
+        self.spec = spec
+        self.topic = topic
+        self.settings = settings
+        self.totals = BatchReport()
+        self._dlq = dlq
+        self._conn: AsyncConnection[Any] | None = None
+        self._read_conn: AsyncConnection[Any] | None = None
+        self._settled = False
+        self.errors = ErrorSink(spec.vectorizer_id, spec.version, self._publish if dlq else None)
+        options: dict[str, Any] = {}
+        if settings.embedding_concurrency is not None:
+            options["concurrency"] = settings.embedding_concurrency
+        self.pipeline = Pipeline.from_spec(spec, self.errors, **options)
+
+    async def _publish(self, key: bytes, value: bytes) -> None:
+        assert self._dlq is not None
+        delivery = await self._dlq.send(key=key, value=value)
+        await delivery  # returns once the broker acknowledged the record
+
+    async def connection(self) -> AsyncConnection[Any]:
+        """The connection batches commit on."""
+        if self._conn is None or self._conn.closed:
+            self._conn = await AsyncConnection.connect(self.settings.database_url, autocommit=True)
+            await EmbeddingStore.ensure_catalog_columns(self._conn)
+        return self._conn
+
+    async def _read_connection(self) -> AsyncConnection[Any]:
+        """The connection the next batch is prepared on while the previous one commits."""
+        if self._read_conn is None or self._read_conn.closed:
+            self._read_conn = await AsyncConnection.connect(self.settings.database_url,
+                                                            autocommit=True)
+            await EmbeddingStore.ensure_catalog_columns(self._read_conn)
+        return self._read_conn
+
+    async def _close_write(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _close_read(self) -> None:
+        if self._read_conn is not None:
+            await self._read_conn.close()
+            self._read_conn = None
+
+    async def close(self) -> None:
+        await self._close_read()
+        await self._close_write()
+
+    async def handle(self, values: list[bytes | None], keys: list[bytes | None]) -> BatchReport:
+        """Apply one batch (prepare, then commit)."""
+        return await self.commit_batch(await self.prepare_batch(values, keys))
+
+    async def prepare_batch(self, values: list[bytes | None], keys: list[bytes | None]) -> PreparedBatch:
+        """Parse, plan and embed a batch on the read connection (may overlap a commit)."""
+        events: list[Event | None] = []
+        bad: list[RowError] = []
+        for key, value in zip(keys, values, strict=True):
+            try:
+                events.append(parse_event(value))
+            except EventFormatError as exc:
+                logger.error("skipping a malformed event: %s", exc)
+                bad.append(RowError((key or b"null").decode("utf-8", "replace"), 0, "load", str(exc)))
+        if bad:
+            await self.errors.publish(bad)
+        return await self._retrying("prepare", self._read_connection, self._close_read,
+                                    lambda conn: self.pipeline.prepare(conn, events))
+
+    async def commit_batch(self, prepared: PreparedBatch) -> BatchReport:
+        """Commit a prepared batch; plans that went stale meanwhile are made again."""
+
+        async def commit(conn: AsyncConnection[Any]) -> BatchReport:
+            try:
+                return await self.pipeline.commit(conn, prepared)
+            except StalePlanError:  # the previous batch changed some of these rows
+                return await self.pipeline.process(conn, prepared.events)
+
+        report = await self._retrying("commit", self.connection, self._close_write, commit)
+        self.totals.add(report)
+        logger.info(
+            "batch %s: events=%d changes=%d skipped=%d rows=%d embedded=%d reused=%d calls=%d"
+            " rereads=%d errors=%d | totals embedded=%d calls=%d",
+            self.spec.group_id, report.events, report.changes, report.skipped,
+            report.rows_written, report.chunks_embedded, report.chunks_reused,
+            report.embedding_calls, report.rereads, report.errors, self.totals.chunks_embedded,
+            self.totals.embedding_calls,
+        )
+        return report
+
+    async def _retrying(self, what: str, connect: Callable[[], Awaitable[AsyncConnection[Any]]],
+                        reset: Callable[[], Awaitable[None]],
+                        step: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run ``step`` until it succeeds; database outages are waited out, bugs end the process."""
+        delay = 0.2
+        failures = 0
+        while True:
+            try:
+                return await step(await connect())
+            except RETRYABLE_DB_ERRORS as exc:
+                logger.warning("store unavailable during %s (%s: %s); retrying in %.1fs",
+                               what, type(exc).__name__, exc, delay)
+            except Exception:
+                failures += 1
+                logger.exception("batch %s failed (%d/%d)", what, failures, MAX_BATCH_FAILURES)
+                if failures >= MAX_BATCH_FAILURES:
+                    # Nothing of this batch was acked, so nothing of it is committed: exiting
+                    # hands its partitions to another worker (or to our restart) at the last
+                    # committed offset. A crashed faust agent would instead hang the worker in
+                    # wait_empty() forever, holding its partitions.
+                    logging.shutdown()
+                    os._exit(EXIT_BATCH_FAILED)
+            await reset()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    # -- re-embedding: activation of a building version ----------------------------------------
+
+    async def check_caught_up(self) -> bool:
+        """Activate this building version once its group consumed the replay target.
+
+        The target is the topic's high-water marks as first observed for this version (stored
+        in ``config_versions.replay_target`` so every worker uses the same one). High-water
+        marks come from fetch responses: the embedded broker's ListOffsets("latest") is wrong.
+        """
+        if self._settled:
+            return False
+        # its own connection: the agent's may be inside a batch transaction right now
+        async with await AsyncConnection.connect(self.settings.database_url, autocommit=True) as conn:
+            return await self._check_caught_up(conn)
+
+    async def _check_caught_up(self, conn: AsyncConnection[Any]) -> bool:
+        cur = await conn.execute(
+            "SELECT status, replay_target FROM vectorizer.config_versions"
+            " WHERE vectorizer_id = %s AND version = %s",
+            (self.spec.vectorizer_id, self.spec.version),
+        )
+        row = await cur.fetchone()
+        if row is None or row[0] != "building":
+            self._settled = True  # active or retired versions never build again
+            return False
+        target = row[1]
+        if target is None:
+            marks = await fetch_high_watermarks(self.settings.bootstrap_servers, self.topic)
+            if marks is None:
+                return False
+            await conn.execute(
+                "UPDATE vectorizer.config_versions SET replay_target = %s::jsonb"
+                " WHERE vectorizer_id = %s AND version = %s AND replay_target IS NULL",
+                (orjson.dumps({str(p): o for p, o in marks.items()}).decode(),
+                 self.spec.vectorizer_id, self.spec.version),
+            )
+            return False  # read it back next time: another worker may have won the race
+        committed = await committed_offsets(self.settings.bootstrap_servers, self.spec.group_id,
+                                            self.topic)
+        behind = {p: o for p, o in target.items() if committed.get(int(p), 0) < o}
+        if behind:
+            logger.info("%s replaying: behind on partitions %s", self.spec.group_id, behind)
+            return False
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT vectorizer.activate_version(%s, %s)",
+                                   (self.spec.vectorizer_id, self.spec.version))
+        except psycopg.errors.NoDataFound:
+            return False  # another worker activated it first
+        logger.info("%s caught up with %s and is now active", self.spec.group_id, target)
+        self._settled = True
+        return True
+
+
+async def fetch_high_watermarks(bootstrap_servers: str, topic: str,
+                                timeout: float = 10.0) -> dict[int, int] | None:
+    """Per-partition high-water marks from fetch responses; ``None`` if the topic is unknown."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, max_partition_fetch_bytes=1024)
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return None
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            return None
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            await consumer.getmany(*tps, timeout_ms=200, max_records=1)
+            marks = {tp.partition: consumer.highwater(tp) for tp in tps}
+            if all(m is not None for m in marks.values()):
+                return {p: int(m) for p, m in marks.items()}  # type: ignore[arg-type]
+            if asyncio.get_running_loop().time() > deadline:
+                return None
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offsets on ``topic`` by partition.
+
+    A consumer that names the group but never subscribes only reads its offsets (OffsetFetch)
+    and does not join it, so asking causes no rebalance. (aiokafka's admin client fails to
+    decode the embedded broker's OffsetFetch answer; the consumer's request version works.)
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        offsets: dict[int, int] = {}
+        for partition in sorted(consumer.partitions_for_topic(topic) or ()):
+            committed = await consumer.committed(TopicPartition(topic, partition))
+            if committed is not None and committed >= 0:
+                offsets[partition] = committed
+        return offsets
+    finally:
+        await consumer.stop()
+
+
+def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust.App:
+    """The faust app of one config version (``app.main()`` or ``faust.Worker(app)`` runs it)."""
+    heartbeat = max(settings.session_timeout / 10, 0.1)
+    datadir = os.path.join(tempfile.gettempdir(), "vectorizer-faust")  # unused: no faust tables
+    os.makedirs(datadir, exist_ok=True)
+    app = faust.App(
+        spec.group_id,
+        broker=[f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")],
+        consumer_auto_offset_reset="earliest",  # a new group replays the topic from the start
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=heartbeat,
+        broker_rebalance_timeout=max(settings.session_timeout * 2, 10.0),
+        broker_commit_interval=settings.commit_interval,
+        stream_wait_empty=True,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        web_enabled=settings.web_port is not None,
+        web_port=settings.web_port or 6066,
+        store="memory://",
+        datadir=os.path.join(datadir, spec.group_id),
+    )
+    source = app.topic(topic, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    dlq = app.topic(dlq_topic_for(topic), key_type=bytes, value_type=bytes,
+                    key_serializer="raw", value_serializer="raw", partitions=1)
+    runner = VersionRunner(spec, topic, settings, dlq)
+    app.runner = runner  # type: ignore[attr-defined]  # for tests and the CLI
+
+    @app.agent(source, name=f"embed-{spec.vectorizer_id}-v{spec.version}")
+    async def embed_changes(stream: faust.StreamT[Any]) -> None:
+        # Batch N+1 is embedded while batch N commits; commits stay in batch order, and each
+        # batch's events are acked by its own commit task right after its transaction.
+        committing: asyncio.Future[None] | None = None
+
+        async def commit_then_ack(prepared: PreparedBatch, events: list[Any]) -> None:
+            await runner.commit_batch(prepared)
+            for event in events:
+                await stream.ack(event)
+
+        try:
+            async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
+                prepared = await runner.prepare_batch([e.message.value for e in events],
+                                                      [e.message.key for e in events])
+                if committing is not None:
+                    await committing
+                committing = asyncio.ensure_future(commit_then_ack(prepared, events))
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()  # rolled back and not acked: redelivered, never lost
+
+    @app.task
+    async def declare_dead_letter_topic() -> None:
+        # brokers that do not auto-create topics (production Kafka) need it to exist
+        try:
+            await dlq.maybe_declare()
+        except Exception as exc:  # an existing topic or a broker that refuses: sends will tell
+            logger.warning("could not declare %s: %s", dlq.get_topic_name(), exc)
+
+    @app.timer(settings.activation_interval)
+    async def activate_when_caught_up() -> None:
+        try:
+            await runner.check_caught_up()
+        except Exception as exc:  # the broker may be busy; the next tick tries again
+            logger.warning("catch-up check failed: %s: %s", type(exc).__name__, exc)
+
+    return app

@@ -40,7 +40,11 @@ from connector.topics import topic_name
 from infra.ports import free_port
 from infra.urls import sqlalchemy_url
 from pgai_orm.alembic import register_operations
-from pgai_orm.configuration import ChunkingRecursiveCharacterTextSplitterConfig, EmbeddingLocalConfig
+from pgai_orm.configuration import (
+    ChunkingRecursiveCharacterTextSplitterConfig,
+    EmbeddingLocalConfig,
+)
+from tests import polling
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0
@@ -48,16 +52,8 @@ WAIT_S = 60.0
 register_operations()
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT_S,
-             interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+    return polling.wait_for(condition, what, timeout, interval=0.05)
 
 
 def execute(url: str, query: Any, params: Any = None) -> list[tuple[Any, ...]]:

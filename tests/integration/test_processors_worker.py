@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import orjson
+import psutil
 import psycopg
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
@@ -39,12 +39,18 @@ from pgai_orm.configuration import (
     FormattingPythonTemplateConfig,
     VectorizerConfig,
 )
-from processors.app import committed_offsets, fetch_high_watermarks, group_id, topic_name
+from processors.app import (
+    committed_offsets,
+    fetch_high_watermarks,
+    group_id,
+    topic_name,
+)
 from processors.chunking import chunker_for
 from processors.embedders import create_embedder
 from processors.events import canonical_key
 from processors.formatting import formatter_for
 from processors.pipeline import config_objects
+from tests import polling
 from tests.fake_providers._server import Fault
 from tests.fake_providers.openai_server import FakeOpenAIServer
 
@@ -70,14 +76,7 @@ def local_config(dimensions: int = 256, template: str = "$title - $chunk") -> di
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return polling.wait_for(condition, what, timeout, interval=0.1)
 
 
 @dataclass

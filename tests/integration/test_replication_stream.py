@@ -34,6 +34,7 @@ from connector.pgoutput import (
 )
 from connector.replication import ReplicationError, ReplicationStream
 from connector.values import ValueRenderer
+from tests import polling
 
 PUBLICATION = "test_replication_pub"
 DEADLINE_S = 30.0
@@ -92,16 +93,8 @@ EXPECTED_FULL_ROW: dict[str, Any] = {
 }
 
 
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = DEADLINE_S) -> T:
-    """Poll ``condition`` until it returns something other than None/False, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
+    return polling.wait_for(condition, what, timeout, interval=0.05)
 
 
 def read_until_commits(

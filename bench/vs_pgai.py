@@ -593,7 +593,8 @@ def pgai_default_poll_interval(exe: Path) -> str:
                           text=True).stdout
     flat = " ".join(text.split())
     at = flat.find("--poll-interval")
-    return flat[at:at + 200] if at >= 0 else "unknown"
+    default = flat.find("[default:", at)
+    return flat[default:flat.find("]", default) + 1] if at >= 0 and default >= 0 else "unknown"
 
 
 # -- ours ---------------------------------------------------------------------------------------

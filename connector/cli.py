@@ -6,16 +6,102 @@ Registered on the ``vectorizer`` group by ``infra.cli`` (``connector.cli:connect
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 import click
 
 from connector.service import Connector, ConnectorSettings
+from infra.logs import LOG_FORMATS, setup_logging
 
-__all__ = ["connector_command"]
+__all__ = ["SnapshotProgress", "connector_command"]
+
+logger = logging.getLogger("connector.progress")
+
+
+class SnapshotProgress:
+    """Shows the initial snapshot of each table, fed by the connector's progress reports.
+
+    On a terminal (stderr is a TTY, text logs) one tqdm bar per table; otherwise a log line
+    ``snapshot progress <table>: <done>/<total> rows`` when a table starts, at most every
+    ``interval`` seconds while it runs, and when it is done (fields ``table``, ``rows``,
+    ``rows_total`` in JSON logs). ``total`` is Postgres's estimate (``reltuples``), so it can be
+    off, and is unknown (``?``) for a table that was never analyzed.
+    """
+
+    def __init__(self, bars: bool, interval: float = 10.0) -> None:
+        self.bars = bars
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._tables: dict[str, Any] = {}  # table -> tqdm bar, or time of its last log line
+
+    def __call__(self, table: str, done: int, total: int | None, finished: bool) -> None:
+        estimate = total if total else None  # 0 is what an unanalyzed table reports
+        with self._lock:
+            if self.bars:
+                self._bar(table, done, estimate, finished)
+            else:
+                self._log(table, done, estimate, finished)
+
+    def _bar(self, table: str, done: int, total: int | None, finished: bool) -> None:
+        from tqdm import tqdm
+
+        bar = self._tables.get(table)
+        if bar is None:
+            bar = self._tables[table] = tqdm(total=total, desc=f"snapshot {table}", unit="row",
+                                             file=sys.stderr, dynamic_ncols=True)
+        if finished:
+            bar.total = done  # the estimate was only an estimate
+        elif total is not None:
+            bar.total = max(total, done)
+        bar.update(done - bar.n)
+        if finished:
+            bar.close()
+            del self._tables[table]
+
+    def _log(self, table: str, done: int, total: int | None, finished: bool) -> None:
+        now = time.monotonic()
+        last = self._tables.get(table)
+        if finished:
+            self._tables.pop(table, None)
+        elif last is not None and now - last < self.interval:
+            return
+        else:
+            self._tables[table] = now
+        percent = f" ({100 * done / total:.0f}%)" if total and not finished else ""
+        logger.info("snapshot progress %s: %d/%s rows%s%s", table, done,
+                    done if finished else (total if total is not None else "?"), percent,
+                    ", done" if finished else "",
+                    extra={"table": table, "rows": done, "rows_total": done if finished else total,
+                           "finished": finished})
+
+    def close(self) -> None:
+        with self._lock:
+            for entry in self._tables.values():
+                if not isinstance(entry, float):
+                    entry.close()
+            self._tables.clear()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """While the connector runs: log lines go through tqdm so they do not break the bars."""
+        try:
+            if self.bars:
+                from tqdm.contrib.logging import logging_redirect_tqdm
+
+                with logging_redirect_tqdm():
+                    yield
+            else:
+                yield
+        finally:
+            self.close()
 
 
 @click.command(name="connector")
@@ -39,17 +125,19 @@ __all__ = ["connector_command"]
 @click.option("--snapshot-chunk", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Rows per snapshot chunk (progress is recorded per chunk).")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-format", envvar="VECTORIZER_LOG_FORMAT", type=click.Choice(LOG_FORMATS),
+              default="text", show_default=True,
+              help="text lines, or one JSON object per line ($VECTORIZER_LOG_FORMAT).")
 def connector_command(
     database_url: str, bootstrap_servers: str, slot: str | None, topic_prefix: str,
     partitions: int, replication_factor: int, metrics_port: int | None, catalog_poll: float,
-    broker_check: float, snapshot_chunk: int, log_level: str,
+    broker_check: float, snapshot_chunk: int, log_level: str, log_format: str,
 ) -> None:
     """Stream source-table changes of one database from a replication slot into Kafka."""
     if slot is not None and not slot.startswith("vectorizer"):
         raise click.BadParameter("must start with 'vectorizer' (drop_vectorizer cleans those up)",
                                  param_hint="--slot")
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_format, log_level)
     logging.getLogger("kafka").setLevel(logging.WARNING)
     connector = Connector(ConnectorSettings(
         database_url=database_url, bootstrap_servers=bootstrap_servers, slot=slot,
@@ -57,13 +145,16 @@ def connector_command(
         metrics_port=metrics_port, catalog_poll_s=catalog_poll, broker_check_s=broker_check,
         snapshot_chunk_rows=snapshot_chunk,
     ))
+    progress = SnapshotProgress(bars=log_format == "text" and sys.stderr.isatty())
+    connector.metrics.on_snapshot(progress)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         connector.stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    connector.run()
+    with progress.active():
+        connector.run()
 
 
 if __name__ == "__main__":

@@ -3,15 +3,28 @@
 Why these: slot lag in bytes is the one number that says WAL is piling up on the database
 (an orphaned or stuck connector fills the disk); events/s and the last confirmed LSN say the
 pipeline moves; snapshot progress says how long until a new vectorizer has all rows.
+
+Snapshot progress also feeds listeners (:meth:`ConnectorMetrics.on_snapshot`): the CLI's
+progress bar or progress log lines. The service reports a table with ``snapshot(table, done,
+total)`` after every acknowledged chunk and once more, followed by ``count("snapshot", 0)``,
+when the table is finished (a chunk always has rows, so a count of 0 marks the end).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-__all__ = ["ConnectorMetrics"]
+__all__ = ["ConnectorMetrics", "SnapshotListener"]
+
+logger = logging.getLogger(__name__)
+
+#: ``listener(table, rows_done, rows_total_estimate_or_None, finished)``
+SnapshotListener = Callable[[str, int, "int | None", bool], None]
 
 
 class ConnectorMetrics:
@@ -56,14 +69,33 @@ class ConnectorMetrics:
             ["slot"], registry=self.registry,
         ).labels(**labels)
         self._slot = slot
+        self._listeners: list[SnapshotListener] = []
+        self._last_snapshot: tuple[str, int, int | None] | None = None
+        self._lock = threading.Lock()
         self._last_sent = 0
         self._last_time = time.monotonic()
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
 
+    def on_snapshot(self, listener: SnapshotListener) -> None:
+        """Call ``listener`` on every snapshot progress report (from the snapshot thread)."""
+        self._listeners.append(listener)
+
+    def _notify(self, table: str, done: int, total: int | None, finished: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener(table, done, total, finished)
+            except Exception:  # noqa: BLE001 (a progress display must never fail a snapshot)
+                logger.debug("snapshot progress listener failed", exc_info=True)
+
     def count(self, source: str, n: int = 1) -> None:
         self.events.labels(slot=self._slot, source=source).inc(n)
+        if source == "snapshot" and n == 0:
+            with self._lock:
+                last, self._last_snapshot = self._last_snapshot, None
+            if last is not None:
+                self._notify(*last, True)
 
     def update_rate(self, acked_total: int) -> float:
         now = time.monotonic()
@@ -79,3 +111,6 @@ class ConnectorMetrics:
         self.snapshot_rows.labels(slot=self._slot, table=table).set(done)
         if total is not None:
             self.snapshot_rows_total.labels(slot=self._slot, table=table).set(total)
+        with self._lock:
+            self._last_snapshot = (table, done, total)
+        self._notify(table, done, total, False)

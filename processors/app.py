@@ -30,7 +30,8 @@ import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -42,6 +43,7 @@ from psycopg import AsyncConnection
 from connector.topics import topic_name  # the connector's naming is the contract
 from processors.errors_sink import ErrorSink, RowError, dlq_topic_for
 from processors.events import Event, EventFormatError, parse_event
+from processors.metrics import WorkerMetrics, metrics_enabled
 from processors.pipeline import (
     RETRYABLE_DB_ERRORS,
     BatchReport,
@@ -112,6 +114,7 @@ class VersionRunner:
         self.topic = topic
         self.settings = settings
         self.totals = BatchReport()
+        self.metrics = WorkerMetrics(spec.vectorizer_id, spec.version)
         self._dlq = dlq
         self._conn: AsyncConnection[Any] | None = None
         self._read_conn: AsyncConnection[Any] | None = None
@@ -172,19 +175,36 @@ class VersionRunner:
                 bad.append(RowError((key or b"null").decode("utf-8", "replace"), 0, "load", str(exc)))
         if bad:
             await self.errors.publish(bad)
-        return await self._retrying("prepare", self._read_connection, self._close_read,
-                                    lambda conn: self.pipeline.prepare(conn, events))
+        prepared = await self._retrying("prepare", self._read_connection, self._close_read,
+                                        lambda conn: self.pipeline.prepare(conn, events))
+        self.metrics.embedded(prepared.report.chunks_embedded, prepared.report.embedding_calls)
+        self.metrics.errors([e.step for e in bad] + [e.step for e in prepared.errors])
+        self.metrics.events_consumed.inc(len(bad))  # malformed: consumed, recorded as errors
+        return prepared
 
-    async def commit_batch(self, prepared: PreparedBatch) -> BatchReport:
+    async def commit_batch(self, prepared: PreparedBatch, partitions: Sequence[int] = ()) -> BatchReport:
         """Commit a prepared batch; plans that went stale meanwhile are made again."""
+        redone: list[BatchReport] = []
 
         async def commit(conn: AsyncConnection[Any]) -> BatchReport:
             try:
                 return await self.pipeline.commit(conn, prepared)
             except StalePlanError:  # the previous batch changed some of these rows
-                return await self.pipeline.process(conn, prepared.events)
+                report = await self.pipeline.process(conn, prepared.events)
+                redone.append(report)
+                return report
 
+        started = time.monotonic()
         report = await self._retrying("commit", self.connection, self._close_write, commit)
+        lsns = [c.lsn for c in prepared.batch.changes]
+        if prepared.batch.truncate_lsn is not None:
+            lsns.append(prepared.batch.truncate_lsn)
+        lsn = max(lsns) if lsns and not report.inactive else None
+        for again in redone:  # embedding work of the batch planned again
+            self.metrics.embedded(again.chunks_embedded, again.embedding_calls)
+        self.metrics.committed(events=prepared.report.events, skipped=report.skipped,
+                               rows=report.rows_written, reused=report.chunks_reused,
+                               seconds=time.monotonic() - started, lsn=lsn)
         self.totals.add(report)
         logger.info(
             "batch %s: events=%d changes=%d skipped=%d rows=%d embedded=%d reused=%d calls=%d"
@@ -193,6 +213,10 @@ class VersionRunner:
             report.rows_written, report.chunks_embedded, report.chunks_reused,
             report.embedding_calls, report.rereads, report.errors, self.totals.chunks_embedded,
             self.totals.embedding_calls,
+            extra={"vectorizer": self.spec.vectorizer_id, "version": self.spec.version,
+                   "partitions": sorted(set(partitions)), "lsn": lsn,
+                   "events": report.events, "rows": report.rows_written,
+                   "embedded": report.chunks_embedded, "errors": report.errors},
         )
         return report
 
@@ -365,7 +389,7 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
         committing: asyncio.Future[None] | None = None
 
         async def commit_then_ack(prepared: PreparedBatch, events: list[Any]) -> None:
-            await runner.commit_batch(prepared)
+            await runner.commit_batch(prepared, [e.message.partition for e in events])
             for event in events:
                 await stream.ack(event)
 
@@ -394,5 +418,24 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
             await runner.check_caught_up()
         except Exception as exc:  # the broker may be busy; the next tick tries again
             logger.warning("catch-up check failed: %s: %s", type(exc).__name__, exc)
+
+    if metrics_enabled():
+        @app.timer(5.0)
+        async def report_consumer_lag() -> None:
+            # high-water marks as the fetches saw them; committed offsets as faust committed them
+            consumer = app.consumer
+            lag = 0
+            try:
+                for tp in consumer.assignment():
+                    if tp.topic != topic:
+                        continue
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None:
+                        committed = consumer._committed_offset.get(tp) or 0
+                        lag += max(int(highwater) - int(committed), 0)
+            except Exception as exc:  # not started or rebalancing: the next tick measures
+                logger.debug("consumer lag unknown: %s", exc)
+                return
+            runner.metrics.consumer_lag.set(lag)
 
     return app

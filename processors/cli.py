@@ -6,6 +6,10 @@ consumer group (see ``processors.app`` for why one process per version). A new v
 new version gets its workers within one poll interval; a retired or dropped version loses them;
 a worker that dies is restarted after a short backoff. Kafka spreads the partitions of each
 group over all of that group's workers, on this machine and on others running the same command.
+
+With ``--metrics-port`` the supervisor serves Prometheus metrics of all its children on that one
+port (``processors.metrics`` explains the multiprocess mode); ``--log-format`` applies to the
+supervisor and is passed on to every child.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from dataclasses import dataclass, field
 import click
 import psycopg
 
+from infra.logs import LOG_FORMATS, install_json_hooks, logging_config, setup_logging
 from pgai_orm.catalog import catalog_exists
+from processors.metrics import MULTIPROC_ENV, SupervisorMetrics
 
 logger = logging.getLogger("processors.worker")
 
@@ -57,10 +63,38 @@ class Supervisor:
     concurrency: int = 1
     poll_interval: float = 5.0
     web_port: int | None = None
+    metrics_port: int | None = None
     children: dict[tuple[GroupKey, int], _Child] = field(default_factory=dict)
     _restart_at: dict[tuple[GroupKey, int], float] = field(default_factory=dict)
     _failures: dict[tuple[GroupKey, int], int] = field(default_factory=dict)
     _stopping: bool = False
+    _metrics: SupervisorMetrics | None = None
+    _restarts: int = 0
+
+    def running(self) -> dict[GroupKey, int]:
+        """Children alive per config version (for the metrics endpoint)."""
+        while True:  # called from the HTTP thread while the main loop may change the dict
+            try:
+                children = list(self.children.values())
+                break
+            except RuntimeError:
+                continue
+        counts: dict[GroupKey, int] = {}
+        for child in children:
+            if child.process.returncode is None:
+                counts[child.key] = counts.get(child.key, 0) + 1
+        return counts
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop(MULTIPROC_ENV, None)  # never write into a directory someone else set
+        if self._metrics is not None:
+            env.update(self._metrics.child_env())
+        return env
+
+    def _reaped(self, child: _Child) -> None:
+        if self._metrics is not None:
+            self._metrics.child_exited(child.process.pid)
 
     def _free_web_port(self) -> int | None:
         if self.web_port is None:
@@ -76,7 +110,7 @@ class Supervisor:
         args = [sys.executable, "-m", "processors.cli", *self.child_args,
                 "--version-group", f"{key[0]}:{key[1]}"]
         args += ["--web-port", str(port)] if port is not None else ["--without-web"]
-        process = subprocess.Popen(args)
+        process = subprocess.Popen(args, env=self._child_env())
         self.children[(key, slot)] = _Child(key, slot, process, port)
         logger.info("started worker pid %d for vectorizer %d version %d (slot %d)",
                     process.pid, key[0], key[1], slot)
@@ -89,6 +123,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
+        self._reaped(child)
         logger.info("stopped worker pid %d (vectorizer %d version %d)",
                     child.process.pid, child.key[0], child.key[1])
 
@@ -105,7 +140,10 @@ class Supervisor:
                 del self.children[ident]
             elif child.process.poll() is not None:
                 logger.warning("worker pid %d exited with %s; restarting",
-                               child.process.pid, child.process.returncode)
+                               child.process.pid, child.process.returncode,
+                               extra={"vectorizer": child.key[0], "version": child.key[1]})
+                self._reaped(child)
+                self._restarts += 1
                 del self.children[ident]
                 failures = self._failures.get(ident, 0) + 1
                 self._failures[ident] = failures
@@ -123,6 +161,9 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        if self.metrics_port:
+            self._metrics = SupervisorMetrics(self.metrics_port, self.running, lambda: self._restarts)
+            logger.info("serving Prometheus metrics on port %d", self.metrics_port)
         try:
             while not self._stopping:
                 self.reconcile()
@@ -135,10 +176,15 @@ class Supervisor:
                     child.process.terminate()
             for child in self.children.values():
                 self._stop(child)
+            if self._metrics is not None:
+                self._metrics.close()
 
 
-def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: str) -> None:
+def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: str,
+                 log_format: str = "text") -> None:
     """Child mode: one faust worker for one config version, until SIGTERM."""
+    fields = {"vectorizer": vectorizer_id, "version": version}  # on every line of this process
+    setup_logging(log_format, loglevel, fields)
     import faust
 
     from processors.app import WorkerSettings, create_app, load_spec
@@ -146,7 +192,14 @@ def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: s
     assert isinstance(settings, WorkerSettings)
     spec, topic = load_spec(settings.database_url, vectorizer_id, version, settings.topic_prefix)
     app = create_app(spec, topic, settings)
-    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    # faust configures logging itself when it starts: hand it the same setup; quiet in JSON
+    # mode, so its banner and spinner never mix plain text into the JSON lines
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False,
+                          logging_config=logging_config(log_format, loglevel, fields),
+                          quiet=log_format == "json")
+    if log_format == "json":
+        worker.spinner = None  # it draws on a terminal stdout (docker run -t) between the lines
+        install_json_hooks()
     worker.execute_from_commandline()
 
 
@@ -171,13 +224,20 @@ def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: s
               help="Kafka group session timeout in seconds (2-3 s against the embedded broker).")
 @click.option("--poll-interval", type=float, default=5.0, show_default=True,
               help="Seconds between catalog polls for new or retired versions.")
+@click.option("--metrics-port", envvar="VECTORIZER_WORKER_METRICS_PORT", type=click.IntRange(min=0),
+              default=None, help="Serve Prometheus metrics of this supervisor and all its worker"
+              " processes on this port; 0 or unset: off [env VECTORIZER_WORKER_METRICS_PORT].")
 @click.option("--loglevel", default="info", show_default=True)
+@click.option("--log-format", envvar="VECTORIZER_LOG_FORMAT", type=click.Choice(LOG_FORMATS),
+              default="text", show_default=True,
+              help="text lines, or one JSON object per line [env VECTORIZER_LOG_FORMAT].")
 @click.option("--version-group", default=None, hidden=True,
               help="Internal: run the faust worker of one version, given as ID:VERSION.")
 def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
                    web_port: int | None, without_web: bool, concurrency: int, batch_size: int,
                    batch_within: float, session_timeout: float, poll_interval: float,
-                   loglevel: str, version_group: str | None) -> None:
+                   metrics_port: int | None, loglevel: str, log_format: str,
+                   version_group: str | None) -> None:
     """Embed every change of every vectorizer's source table into its embedding store."""
     if concurrency < 1:
         raise click.BadParameter("must be >= 1", param_hint="--concurrency")
@@ -190,19 +250,19 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
             topic_prefix=topic_prefix, batch_size=batch_size, batch_within=batch_within,
             session_timeout=session_timeout, web_port=None if without_web else web_port,
         )
-        _run_version(vectorizer_id, version, settings, loglevel)
+        _run_version(vectorizer_id, version, settings, loglevel, log_format)
         return
-    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(name)s %(message)s")
+    setup_logging(log_format, loglevel)
     # the URL may hold a password: children get it through the environment, not argv (ps)
     os.environ["DATABASE_URL"] = database_url
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers
     child_args = [
         "--topic-prefix", topic_prefix, "--batch-size", str(batch_size),
         "--batch-within", str(batch_within), "--session-timeout", str(session_timeout),
-        "--loglevel", loglevel,
+        "--loglevel", loglevel, "--log-format", log_format,
     ]
     Supervisor(child_args, database_url, concurrency, poll_interval,
-               None if without_web else web_port).run()
+               None if without_web else web_port, metrics_port or None).run()
 
 
 #: What ``infra.cli`` registers under ``vectorizer`` (``vectorizer worker``).

@@ -41,6 +41,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from connector.topics import topic_name  # the connector's naming is the contract
+from processors.faust_transport import broker_urls
 from processors.errors_sink import ErrorSink, RowError, dlq_topic_for
 from processors.events import Event, EventFormatError, parse_event
 from processors.metrics import WorkerMetrics, metrics_enabled
@@ -361,7 +362,7 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
     os.makedirs(datadir, exist_ok=True)
     app = faust.App(
         spec.group_id,
-        broker=[f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")],
+        broker=broker_urls(settings.bootstrap_servers),  # faust's aiokafka, shorter fetch wait
         consumer_auto_offset_reset="earliest",  # a new group replays the topic from the start
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=heartbeat,

@@ -227,6 +227,10 @@ def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: s
 @click.option("--metrics-port", envvar="VECTORIZER_WORKER_METRICS_PORT", type=click.IntRange(min=0),
               default=None, help="Serve Prometheus metrics of this supervisor and all its worker"
               " processes on this port; 0 or unset: off [env VECTORIZER_WORKER_METRICS_PORT].")
+@click.option("--fetch-max-wait-ms", envvar="VECTORIZER_FETCH_MAX_WAIT_MS",
+              type=click.IntRange(0, 60_000), default=100, show_default=True,
+              help="Longest a fetch waits on an idle partition (faust hard-codes 1500; the "
+              "embedded broker holds every fetch that long) [env VECTORIZER_FETCH_MAX_WAIT_MS].")
 @click.option("--loglevel", default="info", show_default=True)
 @click.option("--log-format", envvar="VECTORIZER_LOG_FORMAT", type=click.Choice(LOG_FORMATS),
               default="text", show_default=True,
@@ -236,11 +240,13 @@ def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: s
 def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
                    web_port: int | None, without_web: bool, concurrency: int, batch_size: int,
                    batch_within: float, session_timeout: float, poll_interval: float,
-                   metrics_port: int | None, loglevel: str, log_format: str,
-                   version_group: str | None) -> None:
+                   metrics_port: int | None, fetch_max_wait_ms: int, loglevel: str,
+                   log_format: str, version_group: str | None) -> None:
     """Embed every change of every vectorizer's source table into its embedding store."""
     if concurrency < 1:
         raise click.BadParameter("must be >= 1", param_hint="--concurrency")
+    # Read by processors.faust_transport in this process and, inherited, in every child.
+    os.environ["VECTORIZER_FETCH_MAX_WAIT_MS"] = str(fetch_max_wait_ms)
     if version_group is not None:
         from processors.app import WorkerSettings
 

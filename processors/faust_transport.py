@@ -56,7 +56,7 @@ class Transport(faust_aiokafka.Transport):
     driver_version = faust_aiokafka.Transport.driver_version
 
 
-def broker_url(bootstrap_servers: str) -> str:
-    """faust broker URL for a ``host:port[,host:port]`` bootstrap list, on this transport."""
-    return ";".join(f"{SCHEME}://{server.strip()}" for server in bootstrap_servers.split(",")
-                    if server.strip())
+def broker_urls(bootstrap_servers: str) -> list[str]:
+    """faust broker URLs for a ``host:port[,host:port]`` bootstrap list, on this transport."""
+    return [f"{SCHEME}://{server.strip()}" for server in bootstrap_servers.split(",")
+            if server.strip()]

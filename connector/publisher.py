@@ -281,9 +281,10 @@ class Publisher:
         self.tracker.add(txn)
         self._enqueue(topic, key, value, partition, txn, None)
 
-    def send_grouped(self, topic: str, key: bytes, value: bytes | None, group: AckGroup) -> None:
+    def send_grouped(self, topic: str, key: bytes, value: bytes | None, group: AckGroup,
+                     partition: int | None = None) -> None:
         """Send a snapshot event; :meth:`wait` on ``group`` tells when Kafka has them all."""
-        self._enqueue(topic, key, value, None, None, group)
+        self._enqueue(topic, key, value, partition, None, group)
 
     def wait(self, group: AckGroup, timeout: float = 120.0) -> None:
         """Block until every record of ``group`` is acknowledged; raise if a send failed."""

@@ -133,6 +133,9 @@ class _Session:
         self.database = database
         self.metrics = metrics
         self.stop = stop
+        # Tables whose topic the broker lost: their new snapshot first sends a truncate below
+        # its read LSN, so rows deleted while the events were lost leave the stores too.
+        self.resnapshot: set[TableId] = set()
         self.conn = psycopg.connect(settings.database_url, autocommit=True)
         self.state = StateStore(self.conn, slot)
         self._state_ready = False
@@ -268,6 +271,7 @@ class _Session:
                 table.schema, table.table, table.topic, table.key_columns, read_lsn, consistent,
                 after=prev.snapshot_after if resume and prev else None,
                 rows_done=prev.rows_done if resume and prev else 0,
+                truncate_first=table.id in self.resnapshot,  # sent only while after is None
             ))
         return jobs
 
@@ -481,13 +485,27 @@ class Connector:
 
     def __init__(self, settings: ConnectorSettings) -> None:
         self.settings = settings
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            row = conn.execute("SELECT current_database()").fetchone()
-            assert row is not None
-            self.database: str = row[0]
+        self.database: str = self._database_name(settings.database_url)
         self.slot = settings.slot or default_slot_name(self.database)
         self.metrics = ConnectorMetrics(self.slot)
         self.stop = threading.Event()
+        self._resnapshot: set[TableId] = set()
+
+    @staticmethod
+    def _database_name(url: str, wait_s: float = 120.0) -> str:
+        """The database's name; a database that is restarting is waited for (like ``run`` does)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                    row = conn.execute("SELECT current_database()").fetchone()
+                    assert row is not None
+                    return str(row[0])
+            except psycopg.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                logger.warning("database unreachable at start, retrying", exc_info=True)
+                time.sleep(1.0)
 
     def _acquire_lock(self) -> psycopg.Connection[Any] | None:
         """Hold the slot's advisory lock on a session connection; None once stopped."""
@@ -530,8 +548,10 @@ class Connector:
             session = None
             try:
                 session = _Session(self.settings, self.slot, self.database, self.metrics, self.stop)
+                session.resnapshot = self._resnapshot
                 session.run()
             except BrokerLost as lost:
+                self._resnapshot.update(lost.args[0] if lost.args else ())
                 logger.warning("restarting the session after the broker lost %s", lost)
                 session.close(graceful=False)
                 session = None

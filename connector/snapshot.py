@@ -50,10 +50,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
-from connector.events import Record, TableId, TxnInfo, row_record
+from connector.events import TRUNCATE_KEY, Record, TableId, TxnInfo, row_record
 from connector.lsn import format_lsn
 from connector.pgoutput import Type
 from connector.publisher import AckGroup, Publisher
@@ -174,6 +175,9 @@ class SnapshotJob:
     after: list[str | None] | None = None
     rows_done: int = 0
     rows_total: int | None = None
+    #: send a truncate (LSN just below ``read_lsn``) to every partition before the rows: a
+    #: re-snapshot after the broker lost the topic must also remove rows deleted meanwhile
+    truncate_first: bool = False
 
     @property
     def table_id(self) -> TableId:
@@ -234,6 +238,22 @@ class SnapshotRunner(threading.Thread):
         if self.on_progress:
             self.on_progress(job, rows)
 
+    def _send_truncate(self, job: SnapshotJob, txn: TxnInfo) -> None:
+        """Processors remove every row applied below the truncate's LSN; the snapshot's ``read``
+        events (at ``read_lsn``) and later streamed changes stay above it."""
+        value = orjson.dumps({
+            "op": "truncate", "lsn": job.read_lsn - 1, "commit_lsn": job.commit_lsn,
+            "commit_time": None, "xid": None, "schema": job.schema, "table": job.table,
+            "key": None, "row": None, "unchanged_toast": [],
+        })
+        group = AckGroup()
+        for partition in self.publisher.partitions_for(job.topic):
+            self.publisher.send_grouped(job.topic, TRUNCATE_KEY, value, group, partition)
+        self.publisher.drain()
+        self.publisher.wait(group)
+        logger.info("re-snapshot of %s.%s: truncate sent below %s", job.schema, job.table,
+                    format_lsn(job.read_lsn))
+
     def _run_job(self, job: SnapshotJob, state: StateStore) -> None:
         reader = TableReader(self.conn, job.schema, job.table, job.key_columns)
         if job.rows_total is None:
@@ -245,6 +265,8 @@ class SnapshotRunner(threading.Thread):
         )
         # One chunk in flight while the next is read and sent: a chunk's progress is recorded
         # once Kafka acknowledged it, and always after the chunk before it.
+        if job.truncate_first and job.after is None:
+            self._send_truncate(job, txn)
         in_flight: tuple[AckGroup, list[str | None], int] | None = None
         for chunk in reader.chunks(job.after, self.chunk_rows):
             if self._halt.is_set():

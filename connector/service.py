@@ -136,6 +136,7 @@ class _Session:
         # Tables whose topic the broker lost: their new snapshot first sends a truncate below
         # its read LSN, so rows deleted while the events were lost leave the stores too.
         self.resnapshot: set[TableId] = set()
+        self.missing_sources: set[TableId] = set()  # logged once each
         self.conn = psycopg.connect(settings.database_url, autocommit=True)
         self.state = StateStore(self.conn, slot)
         self._state_ready = False
@@ -208,6 +209,15 @@ class _Session:
         tables: dict[TableId, _Table] = {}
         for v in load_vectorizers(self.conn):
             tid = (v.source_schema, v.source_table)
+            if not v.source_exists:
+                # DROP TABLE ... CASCADE under a vectorizer: nothing left to read or snapshot
+                # (the workers record the error in vectorizer.errors); the others go on
+                if tid not in self.missing_sources:
+                    logger.error("source table %s of vectorizer %s no longer exists; skipping it"
+                                 " until the vectorizer is dropped", v.source_qualified, v.name)
+                    self.missing_sources.add(tid)
+                continue
+            self.missing_sources.discard(tid)
             table = tables.get(tid)
             if table is None:
                 topic = topic_name(self.s.topic_prefix, self.database, *tid)

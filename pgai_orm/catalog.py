@@ -51,6 +51,8 @@ class VectorizerRecord:
     config: dict[str, Any]
     config_version: int
     publication_name: str
+    #: False once the source table was dropped (``DROP TABLE ... CASCADE``) under the vectorizer
+    source_exists: bool = True
 
     @property
     def source_qualified(self) -> str:
@@ -60,7 +62,8 @@ class VectorizerRecord:
 
 _SELECT_VECTORIZERS = """
 SELECT id, name, source_schema, source_table, source_pk, target_schema, target_table,
-       view_schema, view_table, config, config_version, publication_name
+       view_schema, view_table, config, config_version, publication_name,
+       to_regclass(quote_ident(source_schema) || '.' || quote_ident(source_table)) IS NOT NULL
   FROM vectorizer.vectorizers
 """
 
@@ -71,6 +74,7 @@ def _record(row: tuple[Any, ...]) -> VectorizerRecord:
         id=row[0], name=row[1], source_schema=row[2], source_table=row[3], source_pk=pk,
         target_schema=row[5], target_table=row[6], view_schema=row[7], view_table=row[8],
         config=row[9], config_version=row[10], publication_name=row[11],
+        source_exists=bool(row[12]),
     )
 
 

@@ -46,6 +46,33 @@ def desired_versions(database_url: str) -> set[GroupKey]:
     return {(int(a), int(b)) for a, b in rows}
 
 
+def record_missing_sources(database_url: str) -> list[str]:
+    """Record a ``source`` error for each vectorizer whose source table was dropped, once.
+
+    ``DROP TABLE`` of a source fails on the vectorizer's view; with ``CASCADE`` it goes through,
+    and from then on no change can arrive. The store is kept as it was (nothing is deleted
+    behind the user's back) and the error says what to do. When a table of that name exists
+    again the error is cleared. Returns the messages newly recorded (for the log).
+    """
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if not catalog_exists(conn):
+            return []
+        exists = "to_regclass(quote_ident(v.source_schema) || '.' || quote_ident(v.source_table))"
+        conn.execute(
+            "DELETE FROM vectorizer.errors e USING vectorizer.vectorizers v"
+            f" WHERE e.vectorizer_id = v.id AND e.step = 'source' AND {exists} IS NOT NULL")
+        rows = conn.execute(
+            "INSERT INTO vectorizer.errors (vectorizer_id, version, pk, step, message)"
+            " SELECT v.id, v.config_version, NULL, 'source', format("
+            "'source table %I.%I of vectorizer %s no longer exists: its store %I.%I is kept as it"
+            " was and no change can arrive; drop the vectorizer (op.drop_vectorizer)',"
+            " v.source_schema, v.source_table, v.name, v.target_schema, v.target_table)"
+            f" FROM vectorizer.vectorizers v WHERE {exists} IS NULL AND NOT EXISTS ("
+            "  SELECT 1 FROM vectorizer.errors e WHERE e.vectorizer_id = v.id AND e.step = 'source')"
+            " RETURNING message").fetchall()
+    return [r[0] for r in rows]
+
+
 @dataclass
 class _Child:
     key: GroupKey
@@ -131,6 +158,8 @@ class Supervisor:
         """Make the running processes match the catalog."""
         try:
             wanted = desired_versions(self.database_url)
+            for message in record_missing_sources(self.database_url):
+                logger.error(message)
         except psycopg.Error as exc:
             logger.warning("cannot read the catalog (%s); keeping the current workers", exc)
             return

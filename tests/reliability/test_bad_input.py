@@ -19,14 +19,21 @@ from pgai_orm.catalog import catalog_sql
 from pgai_orm.configuration import (
     ChunkingRecursiveCharacterTextSplitterConfig,
     EmbeddingLocalConfig,
-    EmbeddingOpenaiConfig,
     FormattingPythonTemplateConfig,
     VectorizerConfig,
 )
 from tests import polling
 from tests.fake_providers._server import Fault
 from tests.fake_providers.openai_server import FakeOpenAIServer
-from tests.reliability.harness import TEXT, Pipeline, create_vectorizer, local_config, run_sql
+from tests.reliability.harness import (
+    KEY_ENV,
+    TEXT,
+    Pipeline,
+    create_vectorizer,
+    local_config,
+    openai_config,
+    run_sql,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -147,15 +154,12 @@ def test_wrong_dimensions_go_to_errors_and_dlq_and_the_pipeline_goes_on(
     from kafka import KafkaConsumer
 
     with FakeOpenAIServer() as server:
-        config = local_config()
-        config["embedding"] = EmbeddingOpenaiConfig(
-            model="text-embedding-3-small", dimensions=64, api_key_name="RELIABILITY_KEY",
-            base_url=server.base_url).to_dict()
+        config = openai_config(server.base_url)
         url = fresh_database_url
         table = _table(url, "CREATE TABLE {t} (id int PRIMARY KEY, title text, content text)")
         vectorizer_id = create_vectorizer(url, "public", table, config, ["title"])
         pipeline = Pipeline(url, kafka_bootstrap_servers, "public", table, vectorizer_id, config,
-                            f"d{uuid.uuid4().hex[:6]}", tmp_path, env={"RELIABILITY_KEY": server.api_key})
+                            f"d{uuid.uuid4().hex[:6]}", tmp_path, env={KEY_ENV: server.api_key})
         insert = sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(sql.Identifier(table))
         run_sql(url, insert, (1, "first", TEXT))
         pipeline.start()

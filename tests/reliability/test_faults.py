@@ -15,11 +15,10 @@ import pytest
 from infra.broker import TansuBroker
 from infra.pgadmin import create_database
 from infra.postgres import EmbeddedPostgres
-from pgai_orm.configuration import EmbeddingOpenaiConfig
 from tests.fake_providers._server import Fault
 from tests.fake_providers.openai_server import FakeOpenAIServer
 from tests.reliability.faults import Load, inject, make_pipeline
-from tests.reliability.harness import local_config
+from tests.reliability.harness import KEY_ENV, openai_config
 
 pytestmark = pytest.mark.reliability
 
@@ -63,12 +62,9 @@ def test_kill9_and_restarts_lose_duplicate_and_stale_nothing(
 def test_provider_500s_429_storms_and_timeouts_are_retried_to_completion(
         fresh_database_url: str, kafka_bootstrap_servers: str, tmp_path: Path) -> None:
     with FakeOpenAIServer() as server:
-        config = local_config()
-        config["embedding"] = EmbeddingOpenaiConfig(
-            model="text-embedding-3-small", dimensions=64, api_key_name="RELIABILITY_KEY",
-            base_url=server.base_url).to_dict()
+        config = openai_config(server.base_url)
         pipeline = make_pipeline(fresh_database_url, kafka_bootstrap_servers, tmp_path, config,
-                                 env={"RELIABILITY_KEY": server.api_key})
+                                 env={KEY_ENV: server.api_key})
         load = Load(pipeline, random.Random(7))
         load.run(10)
         pipeline.start()

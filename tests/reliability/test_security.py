@@ -14,10 +14,17 @@ import pytest
 from kafka import KafkaConsumer
 from psycopg import sql
 
-from pgai_orm.configuration import EmbeddingOpenaiConfig
 from tests import polling
 from tests.fake_providers.openai_server import FakeOpenAIServer
-from tests.reliability.harness import TEXT, Pipeline, create_vectorizer, local_config, run_sql
+from tests.reliability.harness import (
+    KEY_ENV,
+    TEXT,
+    Pipeline,
+    create_vectorizer,
+    local_config,
+    openai_config,
+    run_sql,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -138,17 +145,14 @@ def test_api_keys_never_leak_into_logs_database_topics_or_errors(
         fresh_database_url: str, kafka_bootstrap_servers: str, tmp_path: Path) -> None:
     wrong_key = "sk-WRONG-" + uuid.uuid4().hex
     with FakeOpenAIServer() as server:
-        config = local_config()
-        config["embedding"] = EmbeddingOpenaiConfig(
-            model="text-embedding-3-small", dimensions=64, api_key_name="RELIABILITY_KEY",
-            base_url=server.base_url).to_dict()
+        config = openai_config(server.base_url)
         url = fresh_database_url
         table = f"keys_{uuid.uuid4().hex[:8]}"
         run_sql(url, sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, title text, content text)")
                 .format(sql.Identifier(table)))
         vectorizer_id = create_vectorizer(url, "public", table, config, ["title"])
         p = Pipeline(url, kafka_bootstrap_servers, "public", table, vectorizer_id, config,
-                     f"k{uuid.uuid4().hex[:6]}", tmp_path, env={"RELIABILITY_KEY": wrong_key})
+                     f"k{uuid.uuid4().hex[:6]}", tmp_path, env={KEY_ENV: wrong_key})
         insert = sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(sql.Identifier(table))
         run_sql(url, insert, (1, "one", TEXT))
         p.start()
@@ -159,7 +163,7 @@ def test_api_keys_never_leak_into_logs_database_topics_or_errors(
             assert wrong_key[:12] not in str(errors)
             # the right key: the pipeline goes on
             p._kill(p.worker, 15)
-            p.env["RELIABILITY_KEY"] = server.api_key
+            p.env[KEY_ENV] = server.api_key
             p.start_worker()
             run_sql(url, sql.SQL("UPDATE {} SET content = %s").format(sql.Identifier(table)),
                     ("Fixed. " + TEXT,))

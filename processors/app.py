@@ -77,6 +77,8 @@ class WorkerSettings:
     activation_interval: float = 2.0
     web_port: int | None = None
     embedding_concurrency: int | None = None
+    #: seconds one provider request may take before it counts as a (retried) timeout
+    embedding_timeout: float | None = None
 
 
 def group_id(prefix: str, database: str, vectorizer_id: int, version: int) -> str:
@@ -124,6 +126,8 @@ class VersionRunner:
         options: dict[str, Any] = {}
         if settings.embedding_concurrency is not None:
             options["concurrency"] = settings.embedding_concurrency
+        if settings.embedding_timeout is not None:
+            options["timeout"] = settings.embedding_timeout
         self.pipeline = Pipeline.from_spec(spec, self.errors, **options)
 
     async def _publish(self, key: bytes, value: bytes) -> None:

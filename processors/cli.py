@@ -260,6 +260,10 @@ def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: s
               type=click.IntRange(0, 60_000), default=100, show_default=True,
               help="Longest a fetch waits on an idle partition (faust hard-codes 1500; the "
               "embedded broker holds every fetch that long) [env VECTORIZER_FETCH_MAX_WAIT_MS].")
+@click.option("--embedding-timeout", envvar="VECTORIZER_EMBEDDING_TIMEOUT",
+              type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds one request to a remote embedding provider may take; a slower one "
+              "is a transient error, retried with backoff [env VECTORIZER_EMBEDDING_TIMEOUT].")
 @click.option("--loglevel", default="info", show_default=True)
 @click.option("--log-format", envvar="VECTORIZER_LOG_FORMAT", type=click.Choice(LOG_FORMATS),
               default="text", show_default=True,
@@ -269,7 +273,8 @@ def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: s
 def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
                    web_port: int | None, without_web: bool, concurrency: int, batch_size: int,
                    batch_within: float, session_timeout: float, poll_interval: float,
-                   metrics_port: int | None, fetch_max_wait_ms: int, loglevel: str,
+                   metrics_port: int | None, fetch_max_wait_ms: int, embedding_timeout: float,
+                   loglevel: str,
                    log_format: str, version_group: str | None) -> None:
     """Embed every change of every vectorizer's source table into its embedding store."""
     if concurrency < 1:
@@ -284,6 +289,7 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
             database_url=database_url, bootstrap_servers=bootstrap_servers,
             topic_prefix=topic_prefix, batch_size=batch_size, batch_within=batch_within,
             session_timeout=session_timeout, web_port=None if without_web else web_port,
+            embedding_timeout=embedding_timeout,
         )
         _run_version(vectorizer_id, version, settings, loglevel, log_format)
         return
@@ -294,6 +300,7 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
     child_args = [
         "--topic-prefix", topic_prefix, "--batch-size", str(batch_size),
         "--batch-within", str(batch_within), "--session-timeout", str(session_timeout),
+        "--embedding-timeout", str(embedding_timeout),
         "--loglevel", loglevel, "--log-format", log_format,
     ]
     Supervisor(child_args, database_url, concurrency, poll_interval,

@@ -65,6 +65,7 @@ def test_provider_500s_429_storms_and_timeouts_are_retried_to_completion(
         config = openai_config(server.base_url)
         pipeline = make_pipeline(fresh_database_url, kafka_bootstrap_servers, tmp_path, config,
                                  env={KEY_ENV: server.api_key})
+        pipeline.extra_worker_args = ("--embedding-timeout", "1")
         load = Load(pipeline, random.Random(7))
         load.run(10)
         pipeline.start()
@@ -77,6 +78,13 @@ def test_provider_500s_429_storms_and_timeouts_are_retried_to_completion(
                                    body={"error": {"message": "rate limited"}}))
             load.run(10)
             pipeline.wait_clean("recovery after a 429 storm")
+            # two requests that hang: the 1 s --embedding-timeout makes them transient errors
+            timeouts_before = len(server.requests)
+            server.add_fault(Fault(delay=30, times=2))
+            load.run(10)
+            # (each hangs 30 s: recovering well before that shows the timeout was applied)
+            pipeline.wait_clean("recovery after provider timeouts", timeout=25)
+            assert len(server.requests) >= timeouts_before + 3  # 2 timed out, then answered
             assert not pipeline.sql("SELECT step, message FROM vectorizer.errors")
         finally:
             pipeline.stop()

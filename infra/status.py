@@ -56,7 +56,7 @@ class VectorizerStatus:
 
     name: str
     source: str
-    source_rows: int
+    source_rows: int | None  # None: the source table was dropped (see `vectorizer errors`)
     serving_version: int
     errors: int
     versions: list[VersionStatus] = field(default_factory=list)
@@ -147,7 +147,7 @@ def read_report(database_url: str) -> Report:
         ).fetchall()
         vectorizers = []
         for vid, name, schema, table, serving, errors in rows:
-            source_rows = _count(conn, schema, table) if _table_exists(conn, schema, table) else 0
+            source_rows = _count(conn, schema, table) if _table_exists(conn, schema, table) else None
             status = VectorizerStatus(name, f"{schema}.{table}", source_rows, int(serving),
                                       int(errors), _versions(conn, int(vid)))
             status.topic = _topic(database, schema, table)
@@ -328,7 +328,8 @@ def render_report(report: Report) -> str:
         out.append("no vectorizers (create one with op.create_vectorizer in a migration)")
     for vz in report.vectorizers:
         out.append("")
-        out.append(f"vectorizer {vz.name}: source {vz.source} ({vz.source_rows} rows), "
+        rows = "table dropped" if vz.source_rows is None else f"{vz.source_rows} rows"
+        out.append(f"vectorizer {vz.name}: source {vz.source} ({rows}), "
                    f"serving version {vz.serving_version}, {vz.errors} errors")
         out.append(f"  connector: {vz.connector}; topic {vz.topic}")
         out.append(render_table(

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from infra.status import read_report, render_report
 from pgai_orm.catalog import catalog_sql
 from pgai_orm.configuration import (
     ChunkingRecursiveCharacterTextSplitterConfig,
@@ -255,6 +256,9 @@ def test_source_column_and_source_table_dropped_under_a_vectorizer(
         assert pipeline.worker is not None and pipeline.worker.poll() is None
         assert len([e for e in errors(doomed_id) if e[1] == "source"]) == 1  # recorded once
         assert not errors(other_id)
+        report = {vz.name: vz for vz in read_report(url).vectorizers}
+        assert [vz.source_rows for vz in report.values()] == [None, 4]
+        assert "(table dropped)" in render_report(read_report(url))
 
         # and the orphaned vectorizer can be dropped the normal way
         run_sql(url, "SELECT vectorizer.drop_vectorizer(%s, NULL, true)",

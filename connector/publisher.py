@@ -29,6 +29,7 @@ from collections import deque
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from connector.topics import MAX_MESSAGE_BYTES
 
@@ -67,9 +68,9 @@ class CommitTracker:
         with self._lock:
             txn.pending += 1
 
-    def acked(self, txn: _Txn) -> None:
+    def acked(self, txn: _Txn, count: int = 1) -> None:
         with self._lock:
-            txn.pending -= 1
+            txn.pending -= count
 
     def close(self, end_lsn: int) -> None:
         """The current transaction committed at ``end_lsn`` (opened implicitly if empty)."""
@@ -149,7 +150,7 @@ class Publisher:
         max_in_flight_bytes: int = 32 * 1024 * 1024,
         max_in_flight_events: int = 50_000,
         linger_ms: int = 0,
-        max_batch_size: int = 16 * 1024,
+        max_batch_size: int = 256 * 1024,
         request_timeout_ms: int = 10_000,
     ) -> None:
         self.tracker = CommitTracker()
@@ -159,7 +160,9 @@ class Publisher:
         self._in_flight_bytes = 0
         self._in_flight_events = 0
         self._error: BaseException | None = None
-        self._partitions: dict[str, list[int]] = {}
+        self._partitions: dict[str, list[int]] = {}  # the caller's thread
+        self._loop_partitions: dict[str, list[int]] = {}  # the loop thread's own copy
+        self._partitioner = DefaultPartitioner()  # murmur2 of the key, as Kafka's Java client
         self._pending: list[tuple[str, bytes, bytes | None, int | None, _Ack]] = []
         self._pending_lock = threading.Lock()
         self.sent = 0  # events acknowledged, for metrics
@@ -191,31 +194,66 @@ class Publisher:
         self._sender = asyncio.ensure_future(self._send_loop())
 
     async def _send_loop(self) -> None:
-        send = self._producer.send
+        """Pack the records handed over so far into one batch per partition (in order) and
+        submit the batches: one future and one ack callback per batch, not per record, which
+        is what the loop thread spends most of its time on otherwise. While a partition's
+        previous batch is still in flight, the records that arrive meanwhile are packed
+        together in the next round (as the producer's own accumulator does for ``send()``)."""
         while True:
-            batch = await self._queue.get()
-            for topic, key, value, partition, ack in batch:
-                if self._error is not None:
-                    self._done(ack, self._error)
-                    continue
-                try:
-                    future = await send(topic, value, key=key, partition=partition)
-                except Exception as exc:  # noqa: BLE001 (reported through check())
-                    self._done(ack, exc)
-                    continue
-                future.add_done_callback(lambda f, ack=ack: self._done(
-                    ack, asyncio.CancelledError() if f.cancelled() else f.exception()))
+            records = await self._queue.get()
+            while not self._queue.empty():  # behind: everything handed over meanwhile, at once
+                records.extend(self._queue.get_nowait())
+            if self._error is not None:
+                self._done_all([record[4] for record in records], self._error)
+                continue
+            batches: dict[tuple[str, int], tuple[Any, list[_Ack]]] = {}
+            for topic, key, value, partition, ack in records:
+                if partition is None:
+                    partition = self._partitioner(key, *await self._topic_partitions(topic))
+                tp = (topic, partition)
+                entry = batches.get(tp)
+                if entry is None:
+                    entry = batches[tp] = (self._producer.create_batch(), [])
+                if entry[0].append(key=key, value=value, timestamp=None) is None:  # full
+                    await self._submit(tp, *entry)
+                    entry = batches[tp] = (self._producer.create_batch(), [])
+                    entry[0].append(key=key, value=value, timestamp=None)  # a first one fits
+                entry[1].append(ack)
+            for tp, (builder, acks) in batches.items():
+                await self._submit(tp, builder, acks)
 
-    def _done(self, ack: _Ack, exc: BaseException | None) -> None:
+    async def _topic_partitions(self, topic: str) -> tuple[list[int], list[int]]:
+        """All partitions of ``topic`` (sorted, as the producer's own partitioner sees them)."""
+        parts = self._loop_partitions.get(topic)
+        if parts is None:
+            parts = self._loop_partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        return parts, parts
+
+    async def _submit(self, tp: tuple[str, int], builder: Any, acks: list[_Ack]) -> None:
+        """Queue one batch; aiokafka sends a partition's batches one at a time, in order."""
+        try:
+            future = await self._producer.send_batch(builder, tp[0], partition=tp[1])
+        except Exception as exc:  # noqa: BLE001 (reported through check())
+            self._done_all(acks, exc)
+            return
+        future.add_done_callback(lambda f: self._done_all(
+            acks, asyncio.CancelledError() if f.cancelled() else f.exception()))
+
+    def _done_all(self, acks: list[_Ack], exc: BaseException | None) -> None:
+        """Kafka answered a batch: release its records' flow-control share and count the acks."""
         with self._cond:
-            self._in_flight_events -= 1
-            self._in_flight_bytes -= ack.size
+            self._in_flight_events -= len(acks)
+            self._in_flight_bytes -= sum(ack.size for ack in acks)
             if exc is None:
-                self.sent += 1
-                if ack.txn is not None:
-                    self.tracker.acked(ack.txn)
-                if ack.group is not None:
-                    ack.group.pending -= 1
+                self.sent += len(acks)
+                per_txn: dict[_Txn, int] = {}
+                for ack in acks:
+                    if ack.txn is not None:
+                        per_txn[ack.txn] = per_txn.get(ack.txn, 0) + 1
+                    if ack.group is not None:
+                        ack.group.pending -= 1
+                for txn, count in per_txn.items():
+                    self.tracker.acked(txn, count)
             else:
                 self._error = self._error or exc
             self._cond.notify_all()
@@ -256,6 +294,7 @@ class Publisher:
 
     def forget_topics(self) -> None:
         self._partitions.clear()
+        self._loop_partitions.clear()
 
     def _enqueue(self, topic: str, key: bytes, value: bytes | None, partition: int | None,
                  txn: _Txn | None, group: AckGroup | None) -> None:

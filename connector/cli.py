@@ -107,7 +107,8 @@ class SnapshotProgress:
 @click.command(name="connector")
 @click.option("--database-url", envvar="DATABASE_URL", required=True,
               help="postgresql:// URL of the database whose vectorizers are streamed ($DATABASE_URL).")
-@click.option("--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS", required=True,
+@click.option("--bootstrap-servers", "--kafka-bootstrap-servers", "bootstrap_servers",
+              envvar="KAFKA_BOOTSTRAP_SERVERS", required=True,
               help="Kafka bootstrap servers, host:port[,...] ($KAFKA_BOOTSTRAP_SERVERS).")
 @click.option("--slot", envvar="VECTORIZER_SLOT", default=None,
               help="Replication slot name (must start with 'vectorizer'; default vectorizer_<database>).")

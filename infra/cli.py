@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from infra.config_file import CONFIG_ENV, default_map
 from infra.errors import InfraError
 from infra.stack import STATE_DIR_ENV, EmbeddedStack
 
@@ -28,7 +29,18 @@ PLUGIN_COMMANDS: tuple[str, ...] = (
 )
 
 
+def _read_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """Load ``--config`` before the subcommand's options are resolved (they read its defaults)."""
+    if value is not None:
+        ctx.default_map = default_map(value, main.commands)
+
+
 @click.group(name="vectorizer")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), envvar=CONFIG_ENV,
+              default=None, is_eager=True, expose_value=False, callback=_read_config,
+              help="TOML file of settings: top-level keys for every command, a [connector],"
+              " [worker], ... table for one. Flags and environment variables win over it"
+              f" [env {CONFIG_ENV}].")
 def main() -> None:
     """Streaming embeddings for PostgreSQL: logical replication -> Kafka -> processors -> pgvector."""
 

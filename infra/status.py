@@ -15,9 +15,10 @@ switch queries to it once it caught up. The current store keeps serving meanwhil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import click
 import psycopg
 from psycopg import sql
 
+from infra.logs import scrub
 from infra.stack import STATE_DIR_ENV, EmbeddedStack
 from infra.urls import libpq_url
 from pgai_orm.catalog import SLOT_PREFIX, catalog_exists
@@ -357,6 +359,16 @@ def _resolve_database_url(database_url: str | None, state_dir: Path | None) -> s
     return stack.info().database_url
 
 
+@contextlib.contextmanager
+def _database_errors(url: str) -> Iterator[None]:
+    """An unreachable database is a one-line error naming it (password hidden), not a traceback."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split())
+        raise click.ClickException(f"cannot reach the database {scrub(url)}: {scrub(reason)}") from None
+
+
 def _database_options(func: Any) -> Any:
     func = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
                         envvar=STATE_DIR_ENV, default=None,
@@ -382,7 +394,8 @@ def status_command(database_url: str | None, state_dir: Path | None, bootstrap_s
     if bootstrap_servers is None and not database_url:
         stack = EmbeddedStack(state_dir)
         bootstrap_servers = stack.info().kafka_bootstrap_servers if stack.is_running() else None
-    report = read_report(url)
+    with _database_errors(url):
+        report = read_report(url)
     if bootstrap_servers:
         add_consumer_lags(report, bootstrap_servers)
     if as_json:
@@ -400,7 +413,9 @@ def status_command(database_url: str | None, state_dir: Path | None, bootstrap_s
 def errors_command(name: str | None, database_url: str | None, state_dir: Path | None, limit: int,
                    as_json: bool) -> None:
     """List the rows the pipeline could not embed (newest first), of all vectorizers or NAME."""
-    rows = read_errors(_resolve_database_url(database_url, state_dir), name, limit)
+    url = _resolve_database_url(database_url, state_dir)
+    with _database_errors(url):
+        rows = read_errors(url, name, limit)
     if as_json:
         for row in rows:
             click.echo(json.dumps({k: _jsonable(v) for k, v in row.items()}))
@@ -433,7 +448,8 @@ def replay_command(name: str, database_url: str | None, state_dir: Path | None, 
     The source table is not read; the current store keeps serving queries until the switch.
     """
     url = _resolve_database_url(database_url, state_dir)
-    started = start_replay(url, name)
+    with _database_errors(url):
+        started = start_replay(url, name)
     click.echo(f"vectorizer {name}: version {started.version} (same config as version "
                f"{started.from_version}) is building into {started.store}; running workers "
                "replay the topic from the start and switch queries to it once caught up.")

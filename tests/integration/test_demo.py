@@ -200,3 +200,31 @@ def test_status_without_services(fresh_database_url: str) -> None:
     add_consumer_lags(report, f"127.0.0.1:{free_port()}", timeout=5.0)  # nothing listens there
     assert report.kafka is not None and report.kafka.startswith("consumer lag unavailable")
     assert "consumer lag unavailable" in render_report(report)
+
+
+def test_status_reads_the_database_from_a_config_file(fresh_database_url: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``vectorizer --config FILE status --json``: the URL comes from the file alone; an
+    environment variable set for one run wins over the file."""
+    from click.testing import CliRunner
+
+    from infra.cli import main
+    from infra.demo import apply_migration
+
+    apply_migration(fresh_database_url)
+    config = tmp_path / "vectorizer.toml"
+    config.write_text(f"database-url = {json.dumps(fresh_database_url)}\n")
+    for name in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "VECTORIZER_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(main, ["--config", str(config), "status", "--json"])
+    assert result.exit_code == 0, result.output
+    (vz,) = json.loads(result.output)["vectorizers"]
+    assert vz["source"] == "public.blog_posts"
+
+    unreachable = "postgresql://nobody:s3cret@127.0.0.1:1/none"
+    result = CliRunner().invoke(main, ["--config", str(config), "status", "--json"],
+                                env={"DATABASE_URL": unreachable})
+    # the environment's URL was used, not the file's; the error is one line, password hidden
+    assert result.exit_code == 1
+    assert "Error: cannot reach the database postgresql://nobody:***@127.0.0.1:1/none" in result.output
+    assert "s3cret" not in result.output and "Traceback" not in result.output

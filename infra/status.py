@@ -48,6 +48,8 @@ class VersionStatus:
     rows_with_chunks: int
     chunks: int
     last_applied_lsn: str | None
+    #: source rows whose store state changed in the last 60 s, per second (a row counts once)
+    rows_per_s_last_minute: float = 0.0
     consumer_group: str | None = None
     consumer_lag: int | None = None  # events in the topic the group has not committed yet
 
@@ -117,7 +119,8 @@ def _versions(conn: psycopg.Connection, vectorizer_id: int) -> list[VersionStatu
     rows = conn.execute(
         "SELECT cv.version, cv.status, cv.target_schema, cv.target_table,"
         "       count(a.pk), count(a.pk) FILTER (WHERE cardinality(a.chunk_hashes) > 0),"
-        "       coalesce(sum(cardinality(a.chunk_hashes)), 0), max(a.lsn)::text"
+        "       coalesce(sum(cardinality(a.chunk_hashes)), 0), max(a.lsn)::text,"
+        "       count(a.pk) FILTER (WHERE a.updated_at > now() - interval '60 seconds')"
         "  FROM vectorizer.config_versions cv"
         "  LEFT JOIN vectorizer.applied_state a"
         "    ON a.vectorizer_id = cv.vectorizer_id AND a.version = cv.version"
@@ -126,12 +129,12 @@ def _versions(conn: psycopg.Connection, vectorizer_id: int) -> list[VersionStatu
         (vectorizer_id,),
     ).fetchall()
     versions = []
-    for version, status, schema, table, applied, with_chunks, hashed_chunks, lsn in rows:
+    for version, status, schema, table, applied, with_chunks, hashed_chunks, lsn, recent in rows:
         # The store is the truth for chunks; applied_state's hash count is the fallback when the
         # table is being renamed under us by an activation.
         chunks = _count(conn, schema, table) if _table_exists(conn, schema, table) else int(hashed_chunks)
         versions.append(VersionStatus(int(version), status, f"{schema}.{table}", int(applied),
-                                      int(with_chunks), chunks, lsn))
+                                      int(with_chunks), chunks, lsn, round(int(recent) / 60, 2)))
     return versions
 
 
@@ -336,9 +339,10 @@ def render_report(report: Report) -> str:
         out.append(f"  connector: {vz.connector}; topic {vz.topic}")
         out.append(render_table(
             ["version", "status", "store", "rows applied", "rows with chunks", "chunks",
-             "last applied LSN", "consumer lag"],
+             "last applied LSN", "rows/s (1 min)", "consumer lag"],
             [[v.version, v.status, v.store, v.rows_applied, v.rows_with_chunks, v.chunks,
-              v.last_applied_lsn, v.consumer_lag] for v in vz.versions]))
+              v.last_applied_lsn, v.rows_per_s_last_minute, v.consumer_lag]
+             for v in vz.versions]))
     if report.kafka is None:
         out.append("\n(consumer lag: pass --kafka-bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS)")
     elif report.kafka != "ok":

@@ -150,6 +150,7 @@ def test_kept_demo_serves_status_errors_and_replay(state_dir: Path) -> None:
         (version,) = vz["versions"]
         assert version["status"] == "active" and version["rows_with_chunks"] == 19
         assert version["consumer_lag"] == 0 and version["chunks"] > 0
+        assert version["rows_per_s_last_minute"] > 0  # the demo's rows were applied just now
 
         errors = run_cli("errors", vz["name"], env=env)
         assert errors.returncode == 0 and "no errors recorded" in errors.stdout
@@ -195,7 +196,7 @@ def test_status_without_services(fresh_database_url: str) -> None:
     assert vz.connector.startswith("not seen")
     (version,) = vz.versions
     assert (version.status, version.rows_applied, version.chunks) == ("active", 0, 0)
-    assert version.last_applied_lsn is None
+    assert version.last_applied_lsn is None and version.rows_per_s_last_minute == 0
 
     add_consumer_lags(report, f"127.0.0.1:{free_port()}", timeout=5.0)  # nothing listens there
     assert report.kafka is not None and report.kafka.startswith("consumer lag unavailable")

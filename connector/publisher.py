@@ -160,8 +160,7 @@ class Publisher:
         self._in_flight_bytes = 0
         self._in_flight_events = 0
         self._error: BaseException | None = None
-        self._partitions: dict[str, list[int]] = {}  # the caller's thread
-        self._loop_partitions: dict[str, list[int]] = {}  # the loop thread's own copy
+        self._partitions: dict[str, list[int]] = {}  # filled by the loop thread only
         self._partitioner = DefaultPartitioner()  # murmur2 of the key, as Kafka's Java client
         self._pending: list[tuple[str, bytes, bytes | None, int | None, _Ack]] = []
         self._pending_lock = threading.Lock()
@@ -206,10 +205,16 @@ class Publisher:
             if self._error is not None:
                 self._done_all([record[4] for record in records], self._error)
                 continue
+            try:  # an error here must fail these records, not end the sender task
+                parts_of = {topic: await self._topic_partitions(topic)
+                            for topic in {record[0] for record in records if record[3] is None}}
+            except Exception as exc:  # noqa: BLE001 (reported through check())
+                self._done_all([record[4] for record in records], exc)
+                continue
             batches: dict[tuple[str, int], tuple[Any, list[_Ack]]] = {}
             for topic, key, value, partition, ack in records:
                 if partition is None:
-                    partition = self._partitioner(key, *await self._topic_partitions(topic))
+                    partition = self._partitioner(key, parts_of[topic], parts_of[topic])
                 tp = (topic, partition)
                 entry = batches.get(tp)
                 if entry is None:
@@ -222,12 +227,15 @@ class Publisher:
             for tp, (builder, acks) in batches.items():
                 await self._submit(tp, builder, acks)
 
-    async def _topic_partitions(self, topic: str) -> tuple[list[int], list[int]]:
+    async def _topic_partitions(self, topic: str) -> list[int]:
         """All partitions of ``topic`` (sorted, as the producer's own partitioner sees them)."""
-        parts = self._loop_partitions.get(topic)
+        parts = self._partitions.get(topic)
         if parts is None:
-            parts = self._loop_partitions[topic] = sorted(await self._producer.partitions_for(topic))
-        return parts, parts
+            found = await self._producer.partitions_for(topic)
+            if not found:
+                raise PublishError(f"topic {topic!r} has no partitions")
+            parts = self._partitions[topic] = sorted(found)
+        return parts
 
     async def _submit(self, tp: tuple[str, int], builder: Any, acks: list[_Ack]) -> None:
         """Queue one batch; aiokafka sends a partition's batches one at a time, in order."""
@@ -284,17 +292,10 @@ class Publisher:
     # --- sending ----------------------------------------------------------------------------
 
     def partitions_for(self, topic: str) -> list[int]:
-        parts = self._partitions.get(topic)
-        if parts is None:
-            found = self._call(self._producer.partitions_for(topic), 30)
-            if not found:
-                raise PublishError(f"topic {topic!r} has no partitions")
-            parts = self._partitions[topic] = sorted(found)
-        return parts
+        return self._partitions.get(topic) or self._call(self._topic_partitions(topic), 30)
 
     def forget_topics(self) -> None:
         self._partitions.clear()
-        self._loop_partitions.clear()
 
     def _enqueue(self, topic: str, key: bytes, value: bytes | None, partition: int | None,
                  txn: _Txn | None, group: AckGroup | None) -> None:

@@ -91,8 +91,8 @@ class Model:
     """wordllama ``l2_supercat`` (loaded offline, once) and the cl100k_base token counter."""
 
     def __init__(self) -> None:
-        from processors.batching import cl100k
-        from processors.embedders.local import _wordllama
+        from pgai_orm.embedders.batching import cl100k
+        from pgai_orm.embedders.local import _wordllama
 
         self._wordllama = _wordllama(NATIVE_DIMENSIONS)
         self._encoding = cl100k()

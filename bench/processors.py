@@ -121,7 +121,7 @@ async def run_pipeline(url: str, spec: VersionSpec, records: list[tuple[bytes, b
 
 def bare_embedder(rows: list[dict[str, Any]]) -> dict[str, float]:
     from processors.chunking import chunker_for
-    from processors.embedders import create_embedder
+    from pgai_orm.embedders import create_embedder
     from processors.formatting import formatter_for
 
     objects = config_objects(CONFIG)

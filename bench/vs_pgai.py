@@ -320,8 +320,8 @@ def chunk_rows(rows: list[Row]) -> list[tuple[int, int, str, str]]:
 
 def limits(url: str, rows: list[Row], ids_edit: list[int]) -> dict[str, Any]:
     """The floors: bare model, plain COPY, one row in-process, model-only RSS, minimal tokens."""
-    from processors.batching import cl100k
-    from processors.embedders.local import _wordllama
+    from pgai_orm.embedders.batching import cl100k
+    from pgai_orm.embedders.local import _wordllama
 
     model = _wordllama(DIMENSIONS)
     model.embed(["warm up"], norm=True)
@@ -423,7 +423,7 @@ def _child_rss_mib(code: str) -> float:
 def model_only_rss() -> float:
     """RSS (MiB) of a fresh interpreter that loaded wordllama and embedded one batch."""
     code = ("import sys, psutil; sys.path.insert(0, %r)\n"
-            "from processors.embedders.local import _wordllama\n"
+            "from pgai_orm.embedders.local import _wordllama\n"
             "m = _wordllama(256); m.embed(['warm up'] * 512, norm=True)\n"
             "print(psutil.Process().memory_info().rss)") % str(ROOT)
     return _child_rss_mib(code)

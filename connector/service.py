@@ -51,7 +51,8 @@ from connector.replication import ReplicationStream
 from connector.snapshot import SnapshotJob, SnapshotRunner, import_snapshot
 from connector.state import StateStore, TableState
 from connector.topics import TopicAdmin, topic_name
-from pgai_orm.catalog import SLOT_PREFIX, catalog_exists, load_vectorizers
+from pgai_orm.catalog import catalog_exists, load_vectorizers
+from pgai_orm.names import SLOT_PREFIX
 
 __all__ = ["ConnectorSettings", "Connector", "default_slot_name", "status"]
 

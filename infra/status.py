@@ -30,7 +30,8 @@ from psycopg import sql
 from infra.logs import scrub
 from infra.stack import STATE_DIR_ENV, EmbeddedStack
 from infra.urls import libpq_url
-from pgai_orm.catalog import SLOT_PREFIX, catalog_exists
+from pgai_orm.catalog import catalog_exists
+from pgai_orm.names import SLOT_PREFIX
 from pgai_orm.configuration import VectorizerConfig
 
 #: The parts of a config whose change means "re-embed" (``alter_vectorizer`` makes a version).

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from processors.chunking import Chunker, chunker_for
-from processors.embedders import Embedder, EmbeddingError, create_embedder
+from pgai_orm.embedders import Embedder, EmbeddingError, create_embedder
 from processors.errors_sink import ErrorSink, RowError
 from processors.events import Event, ReducedBatch, RowChange, reduce_newest
 from processors.formatting import Formatter, FormattingError, formatter_for, template_placeholders

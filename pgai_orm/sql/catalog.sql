@@ -4,7 +4,8 @@
 -- --sql` scripts (which cannot introspect the source table) and tests alike; validation happens
 -- against the real catalog at the moment the migration runs, in the same transaction.
 -- Every identifier is quoted with format('%I'); no user text is ever spliced into SQL unquoted.
--- This script is idempotent: it is emitted before every vectorizer operation.
+-- This script is idempotent and versioned (pgai_orm/catalog/schema.py): it runs when a database has
+-- no catalog or an older one, and brings any older version up to the current one.
 
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE SCHEMA IF NOT EXISTS vectorizer;
@@ -70,6 +71,37 @@ CREATE TABLE IF NOT EXISTS vectorizer.errors (
     recorded_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS errors_vectorizer_pk_idx ON vectorizer.errors (vectorizer_id, pk);
+
+-- The connector's state (connector/state.py explains each column): per slot, the broker cluster id
+-- last seen and the last confirmed LSN; per slot and source table, its topic and snapshot progress.
+CREATE TABLE IF NOT EXISTS vectorizer.connector_state (
+    slot_name      text PRIMARY KEY,
+    cluster_id     text,
+    confirmed_lsn  pg_lsn,
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS vectorizer.connector_tables (
+    slot_name        text NOT NULL,
+    source_schema    name NOT NULL,
+    source_table     name NOT NULL,
+    topic            text NOT NULL,
+    topic_id         text,
+    status           text NOT NULL CHECK (status IN ('snapshotting', 'streaming')),
+    stream_from_lsn  pg_lsn NOT NULL,
+    snapshot_lsn     pg_lsn,
+    snapshot_after   jsonb,
+    rows_done        bigint NOT NULL DEFAULT 0,
+    rows_total       bigint,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot_name, source_schema, source_table)
+);
+
+-- Which catalog versions were installed (pgai_orm/catalog/schema.py: CATALOG_VERSION).
+CREATE TABLE IF NOT EXISTS vectorizer.catalog_version (
+    version      int PRIMARY KEY,
+    installed_at timestamptz NOT NULL DEFAULT now()
+);
 
 
 -- Raise a clear error when a name would be silently truncated by Postgres (63 bytes).
@@ -310,8 +342,11 @@ END
 $fn$;
 
 
+-- Version 1 had no slot prefix parameter; the caller now passes pgai_orm.names.SLOT_PREFIX.
+DROP FUNCTION IF EXISTS vectorizer.drop_vectorizer(text, text, bool, bool);
+
 CREATE OR REPLACE FUNCTION vectorizer.drop_vectorizer(
-    p_name text, p_target_table text, p_drop_all bool DEFAULT false, p_if_exists bool DEFAULT false
+    p_name text, p_target_table text, p_drop_all bool, p_if_exists bool, p_slot_prefix text
 ) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -346,7 +381,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM vectorizer.vectorizers) THEN
         FOR v_slot IN SELECT slot_name FROM pg_replication_slots
                        WHERE database = current_database() AND plugin = 'pgoutput'
-                         AND slot_name LIKE 'vectorizer%' AND NOT active LOOP
+                         AND starts_with(slot_name, p_slot_prefix) AND NOT active LOOP
             PERFORM pg_drop_replication_slot(v_slot);
         END LOOP;
     END IF;

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
-    from processors.embedders import Embedder
+    from pgai_orm.embedders import Embedder
 
 Distance = Literal["cosine", "l2", "inner_product", "l1"]
 
@@ -99,7 +99,7 @@ class _EmbedderCache:
 
 def _create_embedder(config: dict[str, Any]) -> Embedder:
     from pgai_orm.configuration import VectorizerConfig
-    from processors.embedders import create_embedder
+    from pgai_orm.embedders import create_embedder
 
     return create_embedder(VectorizerConfig.from_dict(config).embedding)
 

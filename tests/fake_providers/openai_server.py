@@ -33,7 +33,7 @@ def _error(
 
 
 def _encoding() -> Any:
-    from processors.batching import cl100k
+    from pgai_orm.embedders.batching import cl100k
 
     return cl100k()
 

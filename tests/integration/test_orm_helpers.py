@@ -24,7 +24,7 @@ from pgai_orm.configuration import (
     EmbeddingLocalConfig,
     FormattingPythonTemplateConfig,
 )
-from processors.embedders import create_embedder
+from pgai_orm.embedders import create_embedder
 
 
 def make_engine(url: str) -> Engine:

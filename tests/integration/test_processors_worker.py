@@ -46,7 +46,7 @@ from processors.app import (
     topic_name,
 )
 from processors.chunking import chunker_for
-from processors.embedders import create_embedder
+from pgai_orm.embedders import create_embedder
 from processors.events import canonical_key
 from processors.formatting import formatter_for
 from processors.pipeline import config_objects

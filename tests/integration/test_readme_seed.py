@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 from infra.urls import sqlalchemy_url
 from pgai_orm.configuration import VectorizerConfig
 from processors.chunking import chunker_for
-from processors.embedders import create_embedder
+from pgai_orm.embedders import create_embedder
 from processors.formatting import formatter_for
 from tests.fake_providers.openai_server import FakeOpenAIServer
 from tests.integration.alembic_project import AlembicProject

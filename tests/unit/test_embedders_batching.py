@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from processors.batching import OPENAI_LIMITS, BatchLimits, cl100k, fit_to_context, plan_batches
+from pgai_orm.embedders.batching import OPENAI_LIMITS, BatchLimits, cl100k, fit_to_context, plan_batches
 
 
 def test_cl100k_is_available_offline() -> None:
@@ -36,7 +36,7 @@ def test_single_oversized_input_gets_its_own_batch() -> None:
 
 def test_truncation_counts_and_logs_lengths_only(caplog: pytest.LogCaptureFixture) -> None:
     secret_words = "confidential " * 50
-    with caplog.at_level(logging.WARNING, logger="processors.batching"):
+    with caplog.at_level(logging.WARNING, logger="pgai_orm.embedders.batching"):
         prepared = fit_to_context(["short", secret_words], cl100k(), 20)
     assert prepared.tokens[0] == 1 and prepared.tokens[1] == 20
     assert len(cl100k().encode_ordinary(prepared.texts[1])) == 20

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("litellm")
 
-from processors.embedders import (  # noqa: E402
+from pgai_orm.embedders import (  # noqa: E402
     DimensionMismatchError,
     MissingApiKeyError,
     PermanentEmbeddingError,
@@ -22,8 +22,8 @@ from processors.embedders import (  # noqa: E402
     TransientEmbeddingError,
     create_embedder,
 )
-from processors.embedders.litellm import LiteLLMEmbedder  # noqa: E402
-from processors.embedders.voyageai import VoyageAIEmbedder  # noqa: E402
+from pgai_orm.embedders.litellm import LiteLLMEmbedder  # noqa: E402
+from pgai_orm.embedders.voyageai import VoyageAIEmbedder  # noqa: E402
 from tests.fake_providers._server import Fault, fake_vector  # noqa: E402
 from tests.fake_providers.configs import make_config  # noqa: E402
 from tests.fake_providers.openai_server import FakeOpenAIServer  # noqa: E402

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from processors.embedders import MissingExtraError, PermanentEmbeddingError, create_embedder
-from processors.embedders.local import LocalEmbedder
+from pgai_orm.embedders import MissingExtraError, PermanentEmbeddingError, create_embedder
+from pgai_orm.embedders.local import LocalEmbedder
 from tests.fake_providers.configs import make_config
 
 

@@ -7,14 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from processors.embedders import (
+from pgai_orm.embedders import (
     DimensionMismatchError,
     PermanentEmbeddingError,
     RetryPolicy,
     TransientEmbeddingError,
     create_embedder,
 )
-from processors.embedders.ollama import OllamaEmbedder, default_base_url
+from pgai_orm.embedders.ollama import OllamaEmbedder, default_base_url
 from tests.fake_providers._server import Fault, fake_vector
 from tests.fake_providers.configs import make_config
 from tests.fake_providers.ollama_server import FakeOllamaServer

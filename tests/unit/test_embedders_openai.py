@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from processors.batching import BatchLimits, cl100k
-from processors.embedders import (
+from pgai_orm.embedders.batching import BatchLimits, cl100k
+from pgai_orm.embedders import (
     DimensionMismatchError,
     InputTooLongError,
     MissingApiKeyError,
@@ -20,7 +20,7 @@ from processors.embedders import (
     TransientEmbeddingError,
     create_embedder,
 )
-from processors.embedders.openai import OpenAIEmbedder
+from pgai_orm.embedders.openai import OpenAIEmbedder
 from tests.fake_providers._server import Fault, fake_vector
 from tests.fake_providers.configs import make_config
 from tests.fake_providers.openai_server import FakeOpenAIServer
@@ -187,7 +187,7 @@ def test_over_long_input_is_truncated_with_a_warning_without_text(
     server: FakeOpenAIServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     long_text = "zebra " * 9000
-    with caplog.at_level(logging.WARNING, logger="processors.batching"):
+    with caplog.at_level(logging.WARNING, logger="pgai_orm.embedders.batching"):
         vectors = _embedder(server).embed_sync(["short", long_text])
     assert len(vectors) == 2
     sent = server.embedding_requests()[0]["input"][1]

@@ -1,4 +1,4 @@
-"""Backoff, Retry-After and bounds of :func:`processors.retry.retry_async`, on a virtual clock."""
+"""Backoff, Retry-After and bounds of :func:`pgai_orm.embedders.retry.retry_async`, on a virtual clock."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import email.utils
 
 import pytest
 
-from processors.embedders.errors import PermanentEmbeddingError, TransientEmbeddingError
-from processors.embedders.http import error_for_status, retry_after_seconds
-from processors.retry import RetryPolicy, retry_async
+from pgai_orm.embedders.errors import PermanentEmbeddingError, TransientEmbeddingError
+from pgai_orm.embedders.http import error_for_status, retry_after_seconds
+from pgai_orm.embedders.retry import RetryPolicy, retry_async
 
 
 class VirtualTime:

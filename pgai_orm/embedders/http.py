@@ -6,7 +6,7 @@ import email.utils
 import time
 from collections.abc import Mapping
 
-from processors.embedders.errors import (
+from pgai_orm.embedders.errors import (
     EmbeddingError,
     InputTooLongError,
     PermanentEmbeddingError,

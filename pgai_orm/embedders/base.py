@@ -22,13 +22,13 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from processors.batching import BatchLimits, fit_to_context, plan_batches
-from processors.embedders.errors import (
+from pgai_orm.embedders.batching import BatchLimits, fit_to_context, plan_batches
+from pgai_orm.embedders.errors import (
     DimensionMismatchError,
     InputTooLongError,
     PermanentEmbeddingError,
 )
-from processors.retry import RetryPolicy, retry_async
+from pgai_orm.embedders.retry import RetryPolicy, retry_async
 
 if TYPE_CHECKING:
     import tiktoken

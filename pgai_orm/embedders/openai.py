@@ -1,6 +1,6 @@
 """OpenAI embeddings (and OpenAI-compatible servers via ``base_url``) through the ``openai`` SDK.
 
-The SDK's own retries are off (``max_retries=0``): retrying happens in :mod:`processors.retry`
+The SDK's own retries are off (``max_retries=0``): retrying happens in :mod:`pgai_orm.embedders.retry`
 with the pipeline's bounded policy, and the SDK's exceptions are mapped to our two classes.
 The SDK asks for ``encoding_format: base64`` by default and decodes it; that is a quarter of the
 JSON size of floats, so we leave it. ``dimensions`` is sent only to models that accept it
@@ -12,16 +12,16 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from processors.batching import OPENAI_LIMITS, cl100k
-from processors.embedders.base import DEFAULT_TIMEOUT, Embedder, PerLoop, Vector
-from processors.embedders.errors import (
+from pgai_orm.embedders.batching import OPENAI_LIMITS, cl100k
+from pgai_orm.embedders.base import DEFAULT_TIMEOUT, Embedder, PerLoop, Vector
+from pgai_orm.embedders.errors import (
     EmbeddingError,
     MissingApiKeyError,
     PermanentEmbeddingError,
     TransientEmbeddingError,
     redact,
 )
-from processors.embedders.http import error_for_status
+from pgai_orm.embedders.http import error_for_status
 
 if TYPE_CHECKING:
     import openai

@@ -4,7 +4,7 @@
 only. Before that import ``LITELLM_LOCAL_MODEL_COST_MAP=True`` keeps it from fetching its cost
 map from the network. LiteLLM's own retries are disabled (``num_retries=0`` and
 ``litellm.DEFAULT_MAX_RETRIES = 0``: for embeddings it treats ``max_retries=0`` as "use the
-default"), since :mod:`processors.retry` retries with the pipeline's bounded policy.
+default"), since :mod:`pgai_orm.embedders.retry` retries with the pipeline's bounded policy.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import os
 import threading
 from typing import Any
 
-from processors.batching import OPENAI_LIMITS, BatchLimits, cl100k
-from processors.embedders.base import DEFAULT_TIMEOUT, Embedder, Vector
-from processors.embedders.errors import (
+from pgai_orm.embedders.batching import OPENAI_LIMITS, BatchLimits, cl100k
+from pgai_orm.embedders.base import DEFAULT_TIMEOUT, Embedder, Vector
+from pgai_orm.embedders.errors import (
     EmbeddingError,
     InputTooLongError,
     MissingApiKeyError,
@@ -25,7 +25,7 @@ from processors.embedders.errors import (
     TransientEmbeddingError,
     redact,
 )
-from processors.embedders.http import error_for_status
+from pgai_orm.embedders.http import error_for_status
 
 _import_lock = threading.Lock()
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from processors.batching import BatchLimits
-from processors.embedders.base import DEFAULT_TIMEOUT, Embedder, PerLoop, Vector
-from processors.embedders.errors import PermanentEmbeddingError, TransientEmbeddingError
-from processors.embedders.http import error_for_status
+from pgai_orm.embedders.batching import BatchLimits
+from pgai_orm.embedders.base import DEFAULT_TIMEOUT, Embedder, PerLoop, Vector
+from pgai_orm.embedders.errors import PermanentEmbeddingError, TransientEmbeddingError
+from pgai_orm.embedders.http import error_for_status
 
 if TYPE_CHECKING:
     import httpx

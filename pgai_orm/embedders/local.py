@@ -21,9 +21,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from processors.batching import BatchLimits
-from processors.embedders.base import Embedder, Vector
-from processors.embedders.errors import MissingExtraError, PermanentEmbeddingError
+from pgai_orm.embedders.batching import BatchLimits
+from pgai_orm.embedders.base import Embedder, Vector
+from pgai_orm.embedders.errors import MissingExtraError, PermanentEmbeddingError
 
 WORDLLAMA = "wordllama"
 MINILM = "all-MiniLM-L6-v2"

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from processors.embedders.errors import TransientEmbeddingError
+from pgai_orm.embedders.errors import TransientEmbeddingError
 
 logger = logging.getLogger(__name__)
 

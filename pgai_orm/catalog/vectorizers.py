@@ -1,29 +1,15 @@
-"""The vectorizer catalog: where every part of the pipeline learns what vectorizers exist.
+"""``vectorizer.vectorizers``: which vectorizers exist, as typed records.
 
-The catalog lives in the schema ``vectorizer`` of the user's database. Its tables and the
-server-side functions that create, alter and drop vectorizers are in ``sql/catalog.sql``: the
-same SQL serves online migrations, offline ``alembic upgrade --sql`` and the tests, and the
-validation runs against the real source table inside the migration's transaction.
-
-This module holds what Python needs around that SQL: the script itself, and a typed view of a
-catalog row for the connector, the processors and the ORM.
+Every service learns the vectorizers of a database here (the connector to know what to read,
+the workers what to embed, ``vectorizer status`` what to report).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
-from importlib.resources import files
 from typing import Any
 
-CATALOG_SCHEMA = "vectorizer"
-SLOT_PREFIX = "vectorizer"
-
-
-@cache
-def catalog_sql() -> str:
-    """The idempotent script that installs the catalog tables and functions."""
-    return files("pgai_orm").joinpath("sql/catalog.sql").read_text(encoding="utf-8")
+__all__ = ["PrimaryKeyColumn", "VectorizerRecord", "catalog_exists", "load_vectorizers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,20 +75,3 @@ def load_vectorizers(conn: Any) -> list[VectorizerRecord]:
     if not catalog_exists(conn):
         return []
     return [_record(r) for r in conn.execute(_SELECT_VECTORIZERS + " ORDER BY id").fetchall()]
-
-
-def find_vectorizer(conn: Any, *, name: str | None = None, target_schema: str | None = None,
-                    target_table: str | None = None) -> VectorizerRecord | None:
-    """One vectorizer by name or by its store table, or None."""
-    if not catalog_exists(conn):
-        return None
-    if name is not None:
-        row = conn.execute(_SELECT_VECTORIZERS + " WHERE name = %s", (name,)).fetchone()
-    else:
-        row = conn.execute(
-            _SELECT_VECTORIZERS
-            + " WHERE target_table = %s AND (%s::text IS NULL OR target_schema = %s)"
-              " ORDER BY (target_schema = ANY (current_schemas(false))) DESC LIMIT 1",
-            (target_table, target_schema, target_schema),
-        ).fetchone()
-    return _record(row) if row else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from processors.embedders.litellm import LiteLLMEmbedder, optional_api_key
+from pgai_orm.embedders.litellm import LiteLLMEmbedder, optional_api_key
 
 DEFAULT_API_KEY_NAME = "VOYAGE_API_KEY"
 _FLEXIBLE_DIMENSION_MODELS = ("voyage-3-large", "voyage-3.5", "voyage-code-3", "voyage-4")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from processors.embedders.base import Embedder, Vector
-from processors.embedders.errors import (
+from pgai_orm.embedders.base import Embedder, Vector
+from pgai_orm.embedders.errors import (
     DimensionMismatchError,
     EmbeddingError,
     InputTooLongError,
@@ -21,7 +21,7 @@ from processors.embedders.errors import (
     PermanentEmbeddingError,
     TransientEmbeddingError,
 )
-from processors.retry import RetryPolicy
+from pgai_orm.embedders.retry import RetryPolicy
 
 __all__ = [
     "DimensionMismatchError",
@@ -38,11 +38,11 @@ __all__ = [
 ]
 
 _MODULES = {
-    "local": "processors.embedders.local",
-    "openai": "processors.embedders.openai",
-    "ollama": "processors.embedders.ollama",
-    "litellm": "processors.embedders.litellm",
-    "voyageai": "processors.embedders.voyageai",
+    "local": "pgai_orm.embedders.local",
+    "openai": "pgai_orm.embedders.openai",
+    "ollama": "pgai_orm.embedders.ollama",
+    "litellm": "pgai_orm.embedders.litellm",
+    "voyageai": "pgai_orm.embedders.voyageai",
 }
 
 

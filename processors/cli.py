@@ -26,7 +26,9 @@ import click
 import psycopg
 
 from infra.logs import LOG_FORMATS, install_json_hooks, logging_config, setup_logging
-from pgai_orm.catalog import catalog_exists
+from pgai_orm.catalog import catalog_exists, ensure_catalog
+from pgai_orm.catalog import errors as catalog_errors
+from pgai_orm.catalog.versions import served_versions
 from processors.metrics import MULTIPROC_ENV, SupervisorMetrics
 
 logger = logging.getLogger("processors.worker")
@@ -35,42 +37,25 @@ GroupKey = tuple[int, int]  # (vectorizer_id, version)
 
 
 def desired_versions(database_url: str) -> set[GroupKey]:
-    """The config versions that need processors: every ``active`` and ``building`` one."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        if not catalog_exists(conn):
-            return set()
-        rows = conn.execute(
-            "SELECT vectorizer_id, version FROM vectorizer.config_versions"
-            " WHERE status IN ('active', 'building')"
-        ).fetchall()
-    return {(int(a), int(b)) for a, b in rows}
+    """The config versions that need processors: every ``active`` and ``building`` one.
 
-
-def record_missing_sources(database_url: str) -> list[str]:
-    """Record a ``source`` error for each vectorizer whose source table was dropped, once.
-
-    ``DROP TABLE`` of a source fails on the vectorizer's view; with ``CASCADE`` it goes through,
-    and from then on no change can arrive. The store is kept as it was (nothing is deleted
-    behind the user's back) and the error says what to do. When a table of that name exists
-    again the error is cleared. Returns the messages newly recorded (for the log).
+    A catalog older than this code is upgraded first (a no-op when it is current), so no worker
+    ever runs against a catalog that lacks a column it writes.
     """
     with psycopg.connect(database_url, autocommit=True) as conn:
         if not catalog_exists(conn):
+            return set()
+        ensure_catalog(conn)
+        return served_versions(conn)
+
+
+def record_missing_sources(database_url: str) -> list[str]:
+    """Record a ``source`` error for each vectorizer whose source table was dropped, once
+    (:func:`pgai_orm.catalog.errors.record_missing_sources`); returns the new messages."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if not catalog_exists(conn):
             return []
-        exists = "to_regclass(quote_ident(v.source_schema) || '.' || quote_ident(v.source_table))"
-        conn.execute(
-            "DELETE FROM vectorizer.errors e USING vectorizer.vectorizers v"
-            f" WHERE e.vectorizer_id = v.id AND e.step = 'source' AND {exists} IS NOT NULL")
-        rows = conn.execute(
-            "INSERT INTO vectorizer.errors (vectorizer_id, version, pk, step, message)"
-            " SELECT v.id, v.config_version, NULL, 'source', format("
-            "'source table %I.%I of vectorizer %s no longer exists: its store %I.%I is kept as it"
-            " was and no change can arrive; drop the vectorizer (op.drop_vectorizer)',"
-            " v.source_schema, v.source_table, v.name, v.target_schema, v.target_table)"
-            f" FROM vectorizer.vectorizers v WHERE {exists} IS NULL AND NOT EXISTS ("
-            "  SELECT 1 FROM vectorizer.errors e WHERE e.vectorizer_id = v.id AND e.step = 'source')"
-            " RETURNING message").fetchall()
-    return [r[0] for r in rows]
+        return catalog_errors.record_missing_sources(conn)
 
 
 @dataclass
@@ -305,10 +290,6 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
     ]
     Supervisor(child_args, database_url, concurrency, poll_interval,
                None if without_web else web_port, metrics_port or None).run()
-
-
-#: What ``infra.cli`` registers under ``vectorizer`` (``vectorizer worker``).
-cli = worker_command
 
 if __name__ == "__main__":
     worker_command(prog_name="vectorizer worker", auto_envvar_prefix=None)

@@ -18,17 +18,10 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection
 
+from pgai_orm.catalog.errors import CLEAR_ROW_ERRORS_SQL, RECORD_ROW_ERRORS_SQL
+
 #: ``async publish(key, value)`` that returns once the broker has acknowledged the record.
 Publish = Callable[[bytes, bytes], Awaitable[None]]
-
-#: ``source``: the whole source table is gone (recorded by the worker supervisor, no key)
-STEPS = ("source", "load", "chunk", "format", "embed", "store")
-
-
-def dlq_topic_for(topic: str) -> str:
-    """The dead-letter topic of a source topic."""
-    return f"{topic}.dlq"
-
 
 @dataclass(frozen=True, slots=True)
 class RowError:
@@ -76,20 +69,11 @@ class ErrorSink:
              "details": e.details, "lsn": e.lsn}
             for e in errors
         ]
-        await conn.execute(
-            "INSERT INTO vectorizer.errors (vectorizer_id, version, pk, step, message, details, lsn)"
-            " SELECT %s, %s, x.pk, x.step, x.message, x.details, '0/0'::pg_lsn + x.lsn"
-            " FROM jsonb_to_recordset(%s::jsonb)"
-            " AS x(pk jsonb, step text, message text, details jsonb, lsn numeric)",
-            (self.vectorizer_id, self.version, orjson.dumps(payload).decode()),
-        )
+        await conn.execute(RECORD_ROW_ERRORS_SQL,
+                           (self.vectorizer_id, self.version, orjson.dumps(payload).decode()))
 
     async def clear(self, conn: AsyncConnection[Any], keys: Sequence[str]) -> None:
         """Forget the errors of rows that were just embedded (or deleted) successfully."""
         if not keys:
             return
-        await conn.execute(
-            "DELETE FROM vectorizer.errors WHERE vectorizer_id = %s AND version = %s"
-            " AND pk = ANY(%s::jsonb[])",
-            (self.vectorizer_id, self.version, list(keys)),
-        )
+        await conn.execute(CLEAR_ROW_ERRORS_SQL, (self.vectorizer_id, self.version, list(keys)))

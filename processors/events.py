@@ -1,96 +1,18 @@
-"""Change events as the connector writes them to Kafka, parsed and reduced to one per row.
+"""A batch of change events reduced to what it means for the store: the newest change per row.
 
-The wire format is fixed in ``docs/architecture.md`` ("Events on the topics"). This module turns
-a record's key and value bytes into typed events and reduces a batch to the newest event per
-row: a batch often holds several changes of one row (a burst of edits), and only the last one
-decides what the store must hold, so embedding the others would be wasted work.
+The events themselves (their format, decoding, the canonical key) are the contract in
+:mod:`pgai_orm.events`. A batch often holds several changes of one row (a burst of edits), and
+only the last one decides what the store must hold, so embedding the others would be wasted work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-import orjson
+from pgai_orm.events import Event, RowChange, Truncate
 
-RowOp = Literal["insert", "update", "delete", "read"]
-_ROW_OPS: frozenset[str] = frozenset(("insert", "update", "delete", "read"))
-
-
-class EventFormatError(ValueError):
-    """A record that does not follow the event contract (a connector bug, never user data)."""
-
-
-def canonical_key(key: Mapping[str, Any]) -> str:
-    """The key as canonical JSON, byte-identical to the connector's Kafka key."""
-    return orjson.dumps(dict(key), option=orjson.OPT_SORT_KEYS).decode()
-
-
-@dataclass(frozen=True, slots=True)
-class RowChange:
-    """One row change: ``insert``, ``update``, ``read`` (snapshot) or ``delete``.
-
-    ``row`` is the new row without the columns named in ``unchanged_toast`` (values that did not
-    change and were not sent); it is ``None`` for deletes.
-    """
-
-    op: RowOp
-    lsn: int
-    key: dict[str, Any]
-    key_json: str
-    row: dict[str, Any] | None
-    unchanged_toast: frozenset[str] = field(default_factory=frozenset)
-
-    @property
-    def is_delete(self) -> bool:
-        return self.op == "delete"
-
-
-@dataclass(frozen=True, slots=True)
-class Truncate:
-    """``TRUNCATE`` of the source table at ``lsn``; sent once to every partition."""
-
-    lsn: int
-
-
-Event = RowChange | Truncate
-
-
-def parse_event(value: bytes | None) -> Event | None:
-    """Parse a record value; ``None`` for a tombstone (the null value that follows a delete)."""
-    if value is None:
-        return None
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise EventFormatError(f"event value is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise EventFormatError(f"event value must be a JSON object, got {type(data).__name__}")
-    op = data.get("op")
-    lsn = data.get("lsn")
-    if not isinstance(lsn, int):
-        raise EventFormatError(f"event lsn must be an integer, got {lsn!r}")
-    if op == "truncate":
-        return Truncate(lsn)
-    if op not in _ROW_OPS:
-        raise EventFormatError(f"unknown event op {op!r}")
-    key = data.get("key")
-    if not isinstance(key, dict) or not key:
-        raise EventFormatError(f"event key must be a non-empty JSON object, got {key!r}")
-    row = data.get("row")
-    if op == "delete":
-        row = None
-    elif not isinstance(row, dict):
-        raise EventFormatError(f"{op} event without a row")
-    return RowChange(
-        op=op,
-        lsn=lsn,
-        key=key,
-        key_json=canonical_key(key),
-        row=row,
-        unchanged_toast=frozenset(data.get("unchanged_toast") or ()),
-    )
+__all__ = ["ReducedBatch", "reduce_newest"]
 
 
 @dataclass(frozen=True, slots=True)

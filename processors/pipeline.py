@@ -18,16 +18,17 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
 
-from processors.chunking import Chunker, chunker_for
+from pgai_orm.configuration import VectorizerConfig
 from pgai_orm.embedders import Embedder, EmbeddingError, create_embedder
+from pgai_orm.events import Event, RowChange
+from processors.chunking import Chunker, chunker_for
 from processors.errors_sink import ErrorSink, RowError
-from processors.events import Event, ReducedBatch, RowChange, reduce_newest
+from processors.events import ReducedBatch, reduce_newest
 from processors.formatting import Formatter, FormattingError, formatter_for, template_placeholders
 from processors.store import Applied, ChunkWrite, EmbeddingStore, RowWrite, StalePlanError, Vector
 
@@ -42,18 +43,8 @@ def chunk_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def config_objects(config: Mapping[str, Any]) -> Any:
-    """The stored config (``VectorizerConfig.to_dict()``) as objects the factories accept.
-
-    ``pgai_orm.configuration`` rebuilds and validates it; where that module is not importable
-    the factories, which read configs by attribute, get the same fields as namespaces.
-    """
-    try:
-        from pgai_orm.configuration import VectorizerConfig
-    except ImportError:
-        return SimpleNamespace(**{
-            k: SimpleNamespace(**v) if isinstance(v, dict) else v for k, v in config.items()
-        })
+def config_objects(config: Mapping[str, Any]) -> VectorizerConfig:
+    """The stored config (``VectorizerConfig.to_dict()``) rebuilt and validated."""
     return VectorizerConfig.from_dict(dict(config))
 
 

@@ -17,30 +17,20 @@ after a switch, never into a table that was renamed under it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import weakref
 
 import numpy as np
 import orjson
 from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 
-from processors.events import canonical_key
+from pgai_orm.errors import VectorizerError
+from pgai_orm.events import canonical_key
 
 Vector = np.ndarray | Sequence[float]
-
-#: Columns this package adds to ``vectorizer.config_versions`` (reported to the catalog owner):
-#: ``truncated_lsn`` (the newest TRUNCATE applied to the version's store) and
-#: ``replay_target`` (per-partition offsets a building version must reach before activation).
-CATALOG_COLUMNS_SQL = (
-    "ALTER TABLE vectorizer.config_versions"
-    " ADD COLUMN IF NOT EXISTS truncated_lsn pg_lsn NOT NULL DEFAULT '0/0',"
-    " ADD COLUMN IF NOT EXISTS replay_target jsonb"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class VersionState:
@@ -107,7 +97,7 @@ class WriteOutcome:
     truncated: bool = False
 
 
-class StalePlanError(Exception):
+class StalePlanError(VectorizerError):
     """A row's applied state changed between planning and writing; plan the batch again."""
 
 
@@ -136,17 +126,6 @@ class EmbeddingStore:
             self._vector_ready.add(conn)
 
     # -- catalog --------------------------------------------------------------------------------
-
-    @staticmethod
-    async def ensure_catalog_columns(conn: AsyncConnection[Any]) -> None:
-        """Add this package's catalog columns if missing (idempotent; locks only when adding)."""
-        cur = await conn.execute(
-            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'vectorizer'"
-            " AND table_name = 'config_versions' AND column_name IN ('truncated_lsn', 'replay_target')"
-        )
-        row = await cur.fetchone()
-        if row is not None and row[0] < 2:
-            await conn.execute(CATALOG_COLUMNS_SQL)
 
     async def version_state(
         self, conn: AsyncConnection[Any], *, lock: bool = False, exclusive: bool = False
@@ -185,7 +164,7 @@ class EmbeddingStore:
             (self.vectorizer_id, self.version, key_list),
         )
         return {
-            canonical_key(pk): Applied(int(lsn), tuple(hashes or ()))
+            canonical_key(pk).decode(): Applied(int(lsn), tuple(hashes or ()))
             for pk, lsn, hashes in await cur.fetchall()
         }
 

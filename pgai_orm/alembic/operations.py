@@ -3,21 +3,27 @@
 Each operation is one small ``MigrateOperation`` whose SQL is produced in one place
 (``statements()``) and used by online execution, offline ``--sql`` rendering and autogenerate
 alike. The SQL is a call of a catalog function (``sql/catalog.sql``) with bound literals; user text
-never becomes part of the SQL string. Config objects validate themselves on construction, the
+never becomes part of the SQL string. The catalog itself is installed (or upgraded) before the
+first operation that finds it missing or older, once (:func:`_install_catalog_if_needed`). Config objects validate themselves on construction, the
 catalog function validates them against the live source table.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import weakref
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from alembic.operations import MigrateOperation, Operations
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import TextClause
 
-from pgai_orm.catalog import catalog_sql
+from pgai_orm.catalog.schema import CATALOG_VERSION, install_statements, read_installed_version
+from pgai_orm.errors import VectorizerError
+from pgai_orm.names import SLOT_PREFIX
 from pgai_orm.configuration import (
     ChunkingConfig,
     EmbeddingConfig,
@@ -29,40 +35,14 @@ from pgai_orm.configuration import (
 )
 
 
-class VectorizerOperationError(ValueError):
+class VectorizerOperationError(VectorizerError, ValueError):
     """A vectorizer operation was called with arguments that cannot work, named in the message."""
 
 
-def split_sql_script(script: str) -> list[str]:
-    """Split the catalog script into single statements.
-
-    Drivers run parameterised statements through the extended protocol, which takes one statement
-    at a time, and offline scripts read better one statement per block. Function bodies are
-    dollar-quoted with ``$fn$`` and are never split.
-    """
-    statements: list[str] = []
-    current: list[str] = []
-    in_body = False
-    for line in script.splitlines():
-        if not in_body and not current and (not line.strip() or line.startswith("--")):
-            continue  # comments and blank lines between statements
-        if line.count("$fn$") % 2 == 1:
-            in_body = not in_body
-        current.append(line)
-        if not in_body and line.rstrip().endswith(";"):
-            statement = "\n".join(current).strip().rstrip(";").strip()
-            if statement:
-                statements.append(statement)
-            current = []
-    tail = "\n".join(current).strip()
-    if tail:
-        statements.append(tail)
-    return statements
-
-
-def _install_catalog() -> list[TextClause]:
+def catalog_install_statements() -> list[TextClause]:
+    """The versioned catalog install (:mod:`pgai_orm.catalog.schema`) as Alembic statements."""
     # Colons in the SQL (casts, PL/pgSQL assignments) must not be read as bind parameters.
-    return [sa.text(s.replace(":", r"\:")) for s in split_sql_script(catalog_sql())]
+    return [sa.text(s.replace(":", r"\:")) for s in install_statements()]
 
 
 def _split_qualified(name: str, what: str) -> tuple[str | None, str]:
@@ -208,7 +188,7 @@ class CreateVectorizerOp(MigrateOperation):
             sa.bindparam("if_not_exists", self.if_not_exists, type_=sa.Boolean()),
             sa.bindparam("grant_to", self.grant_to, type_=_TEXT_ARRAY),
         )
-        return [*_install_catalog(), call]
+        return [call]
 
     def reverse(self) -> DropVectorizerOp:
         return DropVectorizerOp(name=self.name, target_table=self._qualified_target(),
@@ -259,14 +239,16 @@ class DropVectorizerOp(MigrateOperation):
 
     def statements(self) -> list[TextClause]:
         call = sa.text(
-            "SELECT vectorizer.drop_vectorizer(:name, :target_table, :drop_all, :if_exists)"
+            "SELECT vectorizer.drop_vectorizer(:name, :target_table, :drop_all, :if_exists,"
+            " :slot_prefix)"
         ).bindparams(
             sa.bindparam("name", self.name, type_=sa.Text()),
             sa.bindparam("target_table", self.target_table, type_=sa.Text()),
             sa.bindparam("drop_all", self.drop_all, type_=sa.Boolean()),
             sa.bindparam("if_exists", self.if_exists, type_=sa.Boolean()),
+            sa.bindparam("slot_prefix", SLOT_PREFIX, type_=sa.Text()),
         )
-        return [*_install_catalog(), call]
+        return [call]
 
     def __repr__(self) -> str:
         return f"DropVectorizerOp(name={self.name!r}, target_table={self.target_table!r})"
@@ -342,14 +324,40 @@ class AlterVectorizerOp(MigrateOperation):
             sa.bindparam("dimensions", getattr(embedding, "dimensions", None),
                          type_=sa.Integer()),
         )
-        return [*_install_catalog(), call]
+        return [call]
 
     def __repr__(self) -> str:
         return f"AlterVectorizerOp(name={self.name!r}, changes={sorted(self.changes)})"
 
 
+# Offline migration contexts that already emitted the catalog install: an ``--sql`` script
+# holds it once, before the first vectorizer operation, however many operations follow.
+_offline_installed: weakref.WeakSet[MigrationContext] = weakref.WeakSet()
+
+
+def _install_catalog_if_needed(operations: Operations) -> None:
+    """Install or upgrade the catalog before the first operation that needs it.
+
+    Online, the database says which version it has and the script runs only when it is missing
+    or older; offline, nothing can be asked, so the script (idempotent) is emitted once per run.
+    """
+    context = operations.migration_context
+    if context.as_sql:
+        if context in _offline_installed:
+            return
+        _offline_installed.add(context)
+    else:
+        bind = operations.get_bind()
+        version = read_installed_version(lambda query: bind.exec_driver_sql(query).scalar())
+        if version is not None and version >= CATALOG_VERSION:
+            return
+    for statement in catalog_install_statements():
+        operations.execute(statement)
+
+
 def _run(operations: Operations, operation: CreateVectorizerOp | DropVectorizerOp
          | AlterVectorizerOp) -> None:
+    _install_catalog_if_needed(operations)
     for statement in operation.statements():
         operations.execute(statement)
 

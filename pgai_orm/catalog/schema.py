@@ -20,6 +20,7 @@ operations emit the install statements once per migration script (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "ensure_catalog",
     "install_statements",
     "installed_version",
+    "read_installed_version",
 ]
 
 CATALOG_SCHEMA = "vectorizer"
@@ -42,12 +44,11 @@ CATALOG_VERSION = 2
 
 _LOCK_KEY = "vectorizer-catalog-install"
 
-INSTALLED_VERSION_SQL = (
-    "SELECT CASE WHEN to_regclass('vectorizer.catalog_version') IS NOT NULL"
-    " THEN (SELECT max(version) FROM vectorizer.catalog_version)"
-    " WHEN to_regclass('vectorizer.vectorizers') IS NOT NULL THEN 1 END"
+_WHICH_TABLES_SQL = (
+    "SELECT CASE WHEN to_regclass('vectorizer.catalog_version') IS NOT NULL THEN 2"
+    " WHEN to_regclass('vectorizer.vectorizers') IS NOT NULL THEN 1 ELSE 0 END"
 )
-"""The installed version: NULL for none, 1 for a catalog from before versioning."""
+_MAX_VERSION_SQL = "SELECT max(version) FROM vectorizer.catalog_version"
 
 LOCK_SQL = f"SELECT pg_advisory_xact_lock(hashtext('{_LOCK_KEY}'))"
 
@@ -100,10 +101,30 @@ def install_statements() -> tuple[str, ...]:
     return (LOCK_SQL, *split_sql_script(catalog_sql()), stamp)
 
 
+def read_installed_version(scalar: Callable[[str], Any]) -> int | None:
+    """The installed catalog version through ``scalar(sql) -> first column of the first row``
+    (any driver): None for no catalog, 1 for a catalog from before versioning.
+
+    Two queries, because a query naming ``vectorizer.catalog_version`` fails to parse where
+    that table does not exist, whatever branch would run.
+    """
+    which = scalar(_WHICH_TABLES_SQL)
+    if not which:
+        return None
+    if which == 1:
+        return 1
+    version = scalar(_MAX_VERSION_SQL)
+    return 1 if version is None else int(version)
+
+
 def installed_version(conn: Any) -> int | None:
     """The catalog version in the database of ``conn`` (a psycopg connection); None if none."""
-    row = conn.execute(INSTALLED_VERSION_SQL).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+
+    def scalar(query: str) -> Any:
+        row = conn.execute(query).fetchone()
+        return None if row is None else row[0]
+
+    return read_installed_version(scalar)
 
 
 def ensure_catalog(conn: Any) -> bool:

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from pgai_orm.embedders.batching import BatchLimits, fit_to_context, plan_batches
 from pgai_orm.embedders.errors import (
     DimensionMismatchError,
-    InputTooLongError,
     PermanentEmbeddingError,
 )
 from pgai_orm.embedders.retry import RetryPolicy, retry_async
@@ -115,26 +114,6 @@ class Embedder(ABC):
             raise
         return [vector for batch_vectors in results for vector in batch_vectors]
 
-    async def embed_isolating(self, texts: Sequence[str]) -> list[Vector | PermanentEmbeddingError]:
-        """Like :meth:`embed`, but a permanent error caused by one input costs only that input.
-
-        The processors embed chunks of many rows in one call; when the provider rejects the
-        request for an input-specific reason (400/413/422, input too long), the batch is split
-        in halves until the offending inputs are alone, and each of them gets its error in place
-        of a vector, so the pipeline records those rows and stores the rest. Errors that are not
-        about an input (bad key, unknown model, wrong dimensions) are given to every input
-        without further calls. Transient errors still raise once retries are exhausted.
-        """
-        try:
-            return list(await self.embed(texts))
-        except PermanentEmbeddingError as exc:
-            if len(texts) == 1 or not _input_specific(exc):
-                return [exc] * len(texts)
-            middle = len(texts) // 2
-            left = await self.embed_isolating(texts[:middle])
-            right = await self.embed_isolating(texts[middle:])
-            return left + right
-
     def embed_sync(self, texts: Sequence[str]) -> list[Vector]:
         """Blocking :meth:`embed`, usable from sync code and from inside a running loop."""
         if not texts:
@@ -163,12 +142,6 @@ class Embedder(ABC):
                     f"the vectorizer is configured for {self.dimensions}"
                 )
         return vectors
-
-
-def _input_specific(exc: PermanentEmbeddingError) -> bool:
-    if isinstance(exc, DimensionMismatchError):
-        return False
-    return isinstance(exc, InputTooLongError) or exc.status in (400, 413, 422)
 
 
 class PerLoop(Generic[C]):

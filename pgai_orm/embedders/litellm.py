@@ -14,8 +14,8 @@ import os
 import threading
 from typing import Any
 
-from pgai_orm.embedders.batching import OPENAI_LIMITS, BatchLimits, cl100k
 from pgai_orm.embedders.base import DEFAULT_TIMEOUT, Embedder, Vector
+from pgai_orm.embedders.batching import OPENAI_LIMITS, BatchLimits, cl100k
 from pgai_orm.embedders.errors import (
     EmbeddingError,
     InputTooLongError,

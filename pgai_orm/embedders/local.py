@@ -21,8 +21,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pgai_orm.embedders.batching import BatchLimits
 from pgai_orm.embedders.base import Embedder, Vector
+from pgai_orm.embedders.batching import BatchLimits
 from pgai_orm.embedders.errors import MissingExtraError, PermanentEmbeddingError
 
 WORDLLAMA = "wordllama"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from pgai_orm.embedders.batching import BatchLimits
 from pgai_orm.embedders.base import DEFAULT_TIMEOUT, Embedder, PerLoop, Vector
+from pgai_orm.embedders.batching import BatchLimits
 from pgai_orm.embedders.errors import PermanentEmbeddingError, TransientEmbeddingError
 from pgai_orm.embedders.http import error_for_status
 

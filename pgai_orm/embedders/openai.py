@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from pgai_orm.embedders.batching import OPENAI_LIMITS, cl100k
 from pgai_orm.embedders.base import DEFAULT_TIMEOUT, Embedder, PerLoop, Vector
+from pgai_orm.embedders.batching import OPENAI_LIMITS, cl100k
 from pgai_orm.embedders.errors import (
     EmbeddingError,
     MissingApiKeyError,

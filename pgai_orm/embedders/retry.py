@@ -45,9 +45,6 @@ class RetryPolicy:
         return rand() * cap
 
 
-NO_RETRY = RetryPolicy(max_attempts=1)
-
-
 async def retry_async(
     operation: Callable[[], Awaitable[T]],
     policy: RetryPolicy,

@@ -1,6 +1,6 @@
 """The catalog script splits into single statements without breaking function bodies."""
 
-from pgai_orm.alembic.operations import split_sql_script
+from pgai_orm.catalog.schema import split_sql_script
 from pgai_orm.catalog import catalog_sql
 
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgai_orm.embedders.batching import BatchLimits, cl100k
 from pgai_orm.embedders import (
     DimensionMismatchError,
     InputTooLongError,
@@ -20,6 +19,7 @@ from pgai_orm.embedders import (
     TransientEmbeddingError,
     create_embedder,
 )
+from pgai_orm.embedders.batching import BatchLimits, cl100k
 from pgai_orm.embedders.openai import OpenAIEmbedder
 from tests.fake_providers._server import Fault, fake_vector
 from tests.fake_providers.configs import make_config
@@ -230,18 +230,3 @@ def test_embed_sync_works_inside_a_running_loop(server: FakeOpenAIServer) -> Non
     vectors = asyncio.run(caller())
     assert len(vectors) == 2
     embedder.close()
-
-
-def test_embed_isolating_confines_an_input_error_to_its_input(server: FakeOpenAIServer) -> None:
-    embedder = _embedder(server)
-    results = asyncio.run(embedder.embed_isolating(["a", "b", "", "c", "d"]))
-    assert isinstance(results[2], PermanentEmbeddingError) and results[2].status == 400
-    good = [r for i, r in enumerate(results) if i != 2]
-    assert good == [pytest.approx(fake_vector(t, 8), abs=1e-6) for t in "abcd"]
-
-
-def test_embed_isolating_does_not_bisect_request_wide_errors(server: FakeOpenAIServer) -> None:
-    embedder = _embedder(server, api_key="sk-wrong-key-000")
-    results = asyncio.run(embedder.embed_isolating(["a", "b", "c", "d"]))
-    assert all(isinstance(r, PermanentEmbeddingError) and r.status == 401 for r in results)
-    assert len(server.requests) == 1

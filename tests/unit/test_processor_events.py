@@ -7,14 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
-from processors.events import (
-    EventFormatError,
-    RowChange,
-    Truncate,
-    canonical_key,
-    parse_event,
-    reduce_newest,
-)
+from pgai_orm.events import EventFormatError, RowChange, Truncate, canonical_key
+from pgai_orm.events import decode_event as parse_event
+from processors.events import reduce_newest
 
 
 def value(op: str, lsn: int, key: dict[str, Any] | None = None, row: dict[str, Any] | None = None,
@@ -33,7 +28,7 @@ def change(op: str, lsn: int, id_: int = 1, **row: Any) -> RowChange:
 
 
 def test_canonical_key_matches_the_connector_bytes() -> None:
-    assert canonical_key({"b": 2, "a": "x"}) == '{"a":"x","b":2}'
+    assert canonical_key({"b": 2, "a": "x"}) == b'{"a":"x","b":2}'
 
 
 def test_parse_insert_update_with_unchanged_toast() -> None:

@@ -196,7 +196,7 @@ def summary(ms: list[float]) -> dict[str, float] | None:
 
 
 def topic_of(database_url: str) -> str:
-    from processors.app import topic_name
+    from pgai_orm.names import topic_name
 
     with psycopg.connect(libpq_url(database_url)) as conn:
         database = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]

@@ -45,11 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra import pgadmin
 from pgai_orm.catalog import catalog_sql, load_vectorizers
-from processors.app import topic_name
+from pgai_orm.names import topic_name
 from processors.errors_sink import ErrorSink
-from processors.events import canonical_key, parse_event
+from pgai_orm.events import canonical_key
+from pgai_orm.events import decode_event as parse_event
 from processors.pipeline import BatchReport, Pipeline, VersionSpec, config_objects
-from processors.store import EmbeddingStore
 
 BATCH = 256
 PARTITIONS = 4
@@ -91,7 +91,7 @@ class Events:
                  "table": self.table, "key": key,
                  "row": {k: v for k, v in row.items() if k not in (toast or [])},
                  "unchanged_toast": toast or []}
-        return canonical_key(key).encode(), orjson.dumps(value)
+        return canonical_key(key), orjson.dumps(value)
 
 
 def create_vectorizer(url: str, table: str, target: str) -> tuple[int, VersionSpec]:
@@ -111,7 +111,6 @@ async def run_pipeline(url: str, spec: VersionSpec, records: list[tuple[bytes, b
     pipeline = Pipeline.from_spec(spec, ErrorSink(spec.vectorizer_id, 1, None))
     total = BatchReport()
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await EmbeddingStore.ensure_catalog_columns(conn)
         started = time.perf_counter()
         for start in range(0, len(records), BATCH):
             events = [parse_event(v) for _, v in records[start:start + BATCH]]

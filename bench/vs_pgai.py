@@ -618,7 +618,7 @@ def create_ours(url: str, server: EmbeddingServer) -> int:
 
     from sqlalchemy import create_engine
 
-    from pgai_orm.alembic.operations import CreateVectorizerOp
+    from pgai_orm.alembic.operations import CreateVectorizerOp, catalog_install_statements
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines drown the progress
 
@@ -626,7 +626,7 @@ def create_ours(url: str, server: EmbeddingServer) -> int:
     engine = create_engine(sqlalchemy_url(url))
     try:
         with engine.begin() as conn:
-            for statement in op.statements():
+            for statement in [*catalog_install_statements(), *op.statements()]:
                 conn.execute(statement)
     finally:
         engine.dispose()

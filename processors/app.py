@@ -2,7 +2,7 @@
 
 Why one app (and process) per config version: faust gives every agent of an app the app's
 single consumer group, but each config version needs its *own* group
-(``<prefix>-<database>-<id>-v<n>``, see :func:`group_id`) so that a new version can replay
+(``<prefix>-<database>-<id>-v<n>``, see :func:`pgai_orm.names.consumer_group`) so that a new version can replay
 the topic from offset 0 while the active one keeps its place.
 ``vectorizer worker`` (``processors.cli``) therefore supervises one faust worker process per
 version and starts or stops them as the catalog changes; faust cannot add agents with new
@@ -36,14 +36,21 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import faust
-import orjson
 import psycopg
 from psycopg import AsyncConnection
 
-from connector.topics import topic_name  # the connector's naming is the contract
+from pgai_orm.catalog.versions import (
+    ACTIVATE_VERSION_SQL,
+    SET_REPLAY_TARGET_SQL,
+    VERSION_PROGRESS_SQL,
+    load_version_source,
+    replay_target_json,
+)
+from pgai_orm.errors import InvariantError
+from pgai_orm.events import Event, EventFormatError, decode_event
+from pgai_orm.names import DEFAULT_TOPIC_PREFIX, consumer_group, dlq_topic, topic_name
+from processors.errors_sink import ErrorSink, RowError
 from processors.faust_transport import broker_urls
-from processors.errors_sink import ErrorSink, RowError, dlq_topic_for
-from processors.events import Event, EventFormatError, parse_event
 from processors.metrics import WorkerMetrics, metrics_enabled
 from processors.pipeline import (
     RETRYABLE_DB_ERRORS,
@@ -52,7 +59,7 @@ from processors.pipeline import (
     PreparedBatch,
     VersionSpec,
 )
-from processors.store import EmbeddingStore, StalePlanError
+from processors.store import StalePlanError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,7 +76,7 @@ class WorkerSettings:
 
     database_url: str
     bootstrap_servers: str
-    topic_prefix: str = "vectorizer"
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     batch_size: int = 256
     batch_within: float = 1.0
     session_timeout: float = 30.0
@@ -81,31 +88,16 @@ class WorkerSettings:
     embedding_timeout: float | None = None
 
 
-def group_id(prefix: str, database: str, vectorizer_id: int, version: int) -> str:
-    """The consumer group of a config version: ``<prefix>-<database>-<id>-v<version>``.
-
-    Vectorizer ids are per database, so the database (like in topic names) keeps two databases
-    that share a Kafka cluster out of each other's groups.
-    """
-    return topic_name(prefix, database, str(vectorizer_id), f"v{version}").replace(".", "-")
-
-
 def load_spec(database_url: str, vectorizer_id: int, version: int, prefix: str) -> tuple[VersionSpec, str]:
     """Read one config version from the catalog; return it with its source topic."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT v.source_schema, v.source_table, v.source_pk, cv.config, current_database()"
-            " FROM vectorizer.vectorizers v JOIN vectorizer.config_versions cv"
-            " ON cv.vectorizer_id = v.id WHERE v.id = %s AND cv.version = %s",
-            (vectorizer_id, version),
-        ).fetchone()
-    if row is None:
+        source = load_version_source(conn, vectorizer_id, version)
+    if source is None:
         raise LookupError(f"vectorizer {vectorizer_id} has no config version {version}")
-    schema, table, pk, config, database = row
-    pk_columns = tuple(c["attname"] for c in pk)  # stored in key order
-    spec = VersionSpec(vectorizer_id, version, schema, table, pk_columns, config,
-                       group_id(prefix, database, vectorizer_id, version))
-    return spec, topic_name(prefix, database, schema, table)
+    spec = VersionSpec(vectorizer_id, version, source.source_schema, source.source_table,
+                       source.pk_columns, source.config,
+                       consumer_group(prefix, source.database, vectorizer_id, version))
+    return spec, topic_name(prefix, source.database, source.source_schema, source.source_table)
 
 
 class VersionRunner:
@@ -131,7 +123,8 @@ class VersionRunner:
         self.pipeline = Pipeline.from_spec(spec, self.errors, **options)
 
     async def _publish(self, key: bytes, value: bytes) -> None:
-        assert self._dlq is not None
+        if self._dlq is None:
+            raise InvariantError("dead-letter publish without a dead-letter topic")
         delivery = await self._dlq.send(key=key, value=value)
         await delivery  # returns once the broker acknowledged the record
 
@@ -139,7 +132,6 @@ class VersionRunner:
         """The connection batches commit on."""
         if self._conn is None or self._conn.closed:
             self._conn = await AsyncConnection.connect(self.settings.database_url, autocommit=True)
-            await EmbeddingStore.ensure_catalog_columns(self._conn)
         return self._conn
 
     async def _read_connection(self) -> AsyncConnection[Any]:
@@ -147,7 +139,6 @@ class VersionRunner:
         if self._read_conn is None or self._read_conn.closed:
             self._read_conn = await AsyncConnection.connect(self.settings.database_url,
                                                             autocommit=True)
-            await EmbeddingStore.ensure_catalog_columns(self._read_conn)
         return self._read_conn
 
     async def _close_write(self) -> None:
@@ -174,7 +165,7 @@ class VersionRunner:
         bad: list[RowError] = []
         for key, value in zip(keys, values, strict=True):
             try:
-                events.append(parse_event(value))
+                events.append(decode_event(value))
             except EventFormatError as exc:
                 logger.error("skipping a malformed event: %s", exc)
                 bad.append(RowError((key or b"null").decode("utf-8", "replace"), 0, "load", str(exc)))
@@ -267,11 +258,7 @@ class VersionRunner:
             return await self._check_caught_up(conn)
 
     async def _check_caught_up(self, conn: AsyncConnection[Any]) -> bool:
-        cur = await conn.execute(
-            "SELECT status, replay_target FROM vectorizer.config_versions"
-            " WHERE vectorizer_id = %s AND version = %s",
-            (self.spec.vectorizer_id, self.spec.version),
-        )
+        cur = await conn.execute(VERSION_PROGRESS_SQL, (self.spec.vectorizer_id, self.spec.version))
         row = await cur.fetchone()
         if row is None or row[0] != "building":
             self._settled = True  # active or retired versions never build again
@@ -281,12 +268,8 @@ class VersionRunner:
             marks = await fetch_high_watermarks(self.settings.bootstrap_servers, self.topic)
             if marks is None:
                 return False
-            await conn.execute(
-                "UPDATE vectorizer.config_versions SET replay_target = %s::jsonb"
-                " WHERE vectorizer_id = %s AND version = %s AND replay_target IS NULL",
-                (orjson.dumps({str(p): o for p, o in marks.items()}).decode(),
-                 self.spec.vectorizer_id, self.spec.version),
-            )
+            await conn.execute(SET_REPLAY_TARGET_SQL, (replay_target_json(marks),
+                                                       self.spec.vectorizer_id, self.spec.version))
             return False  # read it back next time: another worker may have won the race
         committed = await committed_offsets(self.settings.bootstrap_servers, self.spec.group_id,
                                             self.topic)
@@ -296,8 +279,7 @@ class VersionRunner:
             return False
         try:
             async with conn.transaction():
-                await conn.execute("SELECT vectorizer.activate_version(%s, %s)",
-                                   (self.spec.vectorizer_id, self.spec.version))
+                await conn.execute(ACTIVATE_VERSION_SQL, (self.spec.vectorizer_id, self.spec.version))
         except psycopg.errors.NoDataFound:
             return False  # another worker activated it first
         logger.info("%s caught up with %s and is now active", self.spec.group_id, target)
@@ -382,7 +364,7 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
     )
     source = app.topic(topic, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
-    dlq = app.topic(dlq_topic_for(topic), key_type=bytes, value_type=bytes,
+    dlq = app.topic(dlq_topic(topic), key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw", partitions=1)
     runner = VersionRunner(spec, topic, settings, dlq)
     app.runner = runner  # type: ignore[attr-defined]  # for tests and the CLI

@@ -39,15 +39,14 @@ from pgai_orm.configuration import (
     FormattingPythonTemplateConfig,
     VectorizerConfig,
 )
+from pgai_orm.names import consumer_group, topic_name
 from processors.app import (
     committed_offsets,
     fetch_high_watermarks,
-    group_id,
-    topic_name,
 )
 from processors.chunking import chunker_for
 from pgai_orm.embedders import create_embedder
-from processors.events import canonical_key
+from pgai_orm.events import canonical_key
 from processors.formatting import formatter_for
 from processors.pipeline import config_objects
 from tests import polling
@@ -110,7 +109,7 @@ class Source:
 
     def _send(self, key: dict[str, Any], value: dict[str, Any] | None,
               partition: int | None = None) -> None:
-        record = (canonical_key(key).encode(), None if value is None else orjson.dumps(value),
+        record = (canonical_key(key), None if value is None else orjson.dumps(value),
                   partition)
         self.sent.append(record)
         self.producer.send(self.topic, key=record[0], value=record[1], partition=partition)
@@ -400,7 +399,7 @@ def test_only_changed_chunks_are_embedded_and_failures_are_recorded(
 
 def group(source: Source) -> str:
     database = source.sql("SELECT current_database()")[0][0]
-    return group_id(source.prefix, database, source.vectorizer_id, 1)
+    return consumer_group(source.prefix, database, source.vectorizer_id, 1)
 
 
 def caught_up(source: Source) -> bool:

@@ -15,22 +15,24 @@ from typing import Any, ClassVar, TypeVar
 
 import orjson
 
+from pgai_orm.errors import VectorizerError
+
 Check = Callable[[Any], Any]
 C = TypeVar("C", bound="ConfigBase")
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(VectorizerError, ValueError):
     """A config value that cannot work; the message starts with ``ClassName.field:``."""
 
 
-class _Invalid(Exception):
+class _Invalid(VectorizerError):
     """Raised by a check; :class:`ConfigBase` adds the class and field name to the message."""
 
 
 # --------------------------------------------------------------------------- immutable JSON
 
 
-class FrozenJSON(dict):  # type: ignore[type-arg]
+class FrozenJSON(dict[str, Any]):
     """A read-only, hashable JSON object.
 
     Provider options are free-form dicts, but a frozen dataclass must stay hashable (configs are
@@ -42,10 +44,10 @@ class FrozenJSON(dict):  # type: ignore[type-arg]
     def _readonly(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("FrozenJSON is read-only")
 
-    __setitem__ = __delitem__ = __ior__ = _readonly  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __ior__ = _readonly
+    clear = pop = popitem = setdefault = update = _readonly
 
-    def __hash__(self) -> int:  # type: ignore[override]
+    def __hash__(self) -> int:  # type: ignore[override]  # dict sets __hash__ = None
         return hash(orjson.dumps(self, option=orjson.OPT_SORT_KEYS))
 
     def __repr__(self) -> str:
@@ -155,7 +157,7 @@ def one_of(*choices: str) -> Check:
     def check(value: Any) -> str:
         if value not in choices:
             raise _Invalid(f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value  # type: ignore[no-any-return]
+        return str(value)
 
     return check
 

@@ -32,6 +32,7 @@ from pgai_orm._config_base import (
     regexes,
     str_tuple,
 )
+from pgai_orm.errors import InvariantError
 
 __all__ = [
     "ChunkingCharacterTextSplitterConfig",
@@ -445,8 +446,10 @@ class VectorizerConfig(ConfigBase):
         """The column that gets chunked: ``loading.column_name``, else ``chunk_column``."""
         if self.loading is not None:
             return self.loading.column_name
-        assert self.chunking.chunk_column is not None  # guaranteed by _validate
-        return self.chunking.chunk_column
+        column = self.chunking.chunk_column
+        if column is None:  # _validate refuses this; a bypassed constructor must not pass silently
+            raise InvariantError("VectorizerConfig has neither loading nor chunking.chunk_column")
+        return column
 
     def to_dict(self) -> dict[str, Any]:
         """Each part's ``to_dict()``; ``loading`` is ``None`` when not set."""
@@ -457,5 +460,6 @@ class VectorizerConfig(ConfigBase):
     def from_dict(cls, data: Mapping[str, Any]) -> VectorizerConfig:
         """Rebuild every part with :func:`config_from_dict`; missing parts take defaults."""
         kwargs = cls._check_keys(data)
-        return cls(**{kind: None if value is None else config_from_dict(value, kind)
-                      for kind, value in kwargs.items()})
+        parts: dict[str, Any] = {kind: None if value is None else config_from_dict(value, kind)
+                                 for kind, value in kwargs.items()}
+        return cls(**parts)

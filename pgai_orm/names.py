@@ -16,6 +16,8 @@ here and nowhere else. Rules:
   ``_``, at most 58 characters so the temporary snapshot slot ``<slot>_snap`` fits Postgres'
   63. ``drop_vectorizer`` drops inactive slots with :data:`SLOT_PREFIX` when the last
   vectorizer goes: the Alembic operation passes the prefix to the catalog function.
+* **Managed tables**: ``metadata.info["pgai_managed_tables"]`` (:data:`MANAGED_TABLES_KEY`,
+  pgai's key) lists every store table, so an ``include_object`` filter keeps autogenerate away.
 * **Publications** are ``vectorizer_<id>``; the id is assigned inside the catalog function, so
   that function makes the name and records it in ``vectorizer.vectorizers.publication_name``,
   where every reader takes it from.
@@ -28,6 +30,7 @@ import re
 
 __all__ = [
     "DEFAULT_TOPIC_PREFIX",
+    "MANAGED_TABLES_KEY",
     "SLOT_PREFIX",
     "connector_lock_key",
     "consumer_group",
@@ -39,6 +42,7 @@ __all__ = [
 
 DEFAULT_TOPIC_PREFIX = "vectorizer"
 SLOT_PREFIX = "vectorizer"
+MANAGED_TABLES_KEY = "pgai_managed_tables"
 
 _UNSAFE_FOR_KAFKA = re.compile(r"[^A-Za-z0-9._-]")
 _UNSAFE_FOR_SLOT = re.compile(r"[^a-z0-9_]")

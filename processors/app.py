@@ -310,7 +310,7 @@ async def fetch_high_watermarks(bootstrap_servers: str, topic: str,
             await consumer.getmany(*tps, timeout_ms=200, max_records=1)
             marks = {tp.partition: consumer.highwater(tp) for tp in tps}
             if all(m is not None for m in marks.values()):
-                return {p: int(m) for p, m in marks.items()}  # type: ignore[arg-type]
+                return {p: int(m) for p, m in marks.items() if m is not None}
             if asyncio.get_running_loop().time() > deadline:
                 return None
     finally:
@@ -381,7 +381,9 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
                 await stream.ack(event)
 
         try:
-            async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
+            # StreamT (faust's protocol) lacks noack_take, which faust.Stream has
+            batches = stream.noack_take(settings.batch_size, within=settings.batch_within)  # type: ignore[attr-defined]
+            async for events in batches:
                 prepared = await runner.prepare_batch([e.message.value for e in events],
                                                       [e.message.key for e in events])
                 if committing is not None:
@@ -418,7 +420,8 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
                         continue
                     highwater = consumer.highwater(tp)
                     if highwater is not None:
-                        committed = consumer._committed_offset.get(tp) or 0
+                        # faust keeps what it committed only in this private map
+                        committed = consumer._committed_offset.get(tp) or 0  # type: ignore[attr-defined]
                         lag += max(int(highwater) - int(committed), 0)
             except Exception as exc:  # not started or rebalancing: the next tick measures
                 logger.debug("consumer lag unknown: %s", exc)

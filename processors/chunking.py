@@ -23,6 +23,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from pgai_orm.errors import VectorizerError
+
 logger = logging.getLogger(__name__)
 
 #: pgai's SQL defaults (``ai.chunking_character_text_splitter`` / ``..._recursive_...``).
@@ -37,7 +39,7 @@ Chunker = Callable[[str | None], list[str]]
 _LOOKAROUND_PREFIXES = ("(?=", "(?<!", "(?<=", "(?!")
 
 
-class ChunkingError(ValueError):
+class ChunkingError(VectorizerError, ValueError):
     """A chunking setting that cannot work (raised when the chunker is built, not per row)."""
 
 

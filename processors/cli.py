@@ -29,6 +29,7 @@ from infra.logs import LOG_FORMATS, install_json_hooks, logging_config, setup_lo
 from pgai_orm.catalog import catalog_exists, ensure_catalog
 from pgai_orm.catalog import errors as catalog_errors
 from pgai_orm.catalog.versions import served_versions
+from pgai_orm.errors import InvariantError
 from processors.metrics import MULTIPROC_ENV, SupervisorMetrics
 
 logger = logging.getLogger("processors.worker")
@@ -203,7 +204,8 @@ def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: s
 
     from processors.app import WorkerSettings, create_app, load_spec
 
-    assert isinstance(settings, WorkerSettings)
+    if not isinstance(settings, WorkerSettings):
+        raise InvariantError(f"worker settings of type {type(settings).__name__}")
     spec, topic = load_spec(settings.database_url, vectorizer_id, version, settings.topic_prefix)
     app = create_app(spec, topic, settings)
     # faust configures logging itself when it starts: hand it the same setup; quiet in JSON

@@ -14,10 +14,12 @@ from collections.abc import Callable, Mapping
 from string import Template
 from typing import Any
 
+from pgai_orm.errors import VectorizerError
+
 Formatter = Callable[[str, Mapping[str, Any]], str]
 
 
-class FormattingError(ValueError):
+class FormattingError(VectorizerError, ValueError):
     """The template or the row cannot produce the text to embed."""
 
 

@@ -25,6 +25,7 @@ from psycopg import AsyncConnection
 
 from pgai_orm.configuration import VectorizerConfig
 from pgai_orm.embedders import Embedder, EmbeddingError, create_embedder
+from pgai_orm.errors import InvariantError, VectorizerError
 from pgai_orm.events import Event, RowChange
 from processors.chunking import Chunker, chunker_for
 from processors.errors_sink import ErrorSink, RowError
@@ -99,7 +100,7 @@ class BatchReport:
     inactive: bool = False
 
     def add(self, other: BatchReport) -> None:
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             value = getattr(other, name)
             if isinstance(value, bool):
                 setattr(self, name, getattr(self, name) or value)
@@ -178,7 +179,7 @@ class Pipeline:
                 prepared = await self.prepare(conn, events, prepared.batch)
                 prepared.report.embedding_calls += spent.embedding_calls
                 prepared.report.chunks_embedded += spent.chunks_embedded
-        raise RuntimeError(f"batch still stale after {MAX_PLAN_ATTEMPTS} attempts")
+        raise BatchStaleError(f"batch still stale after {MAX_PLAN_ATTEMPTS} attempts")
 
     async def prepare(self, conn: AsyncConnection[Any], events: Sequence[Event | None],
                       batch: ReducedBatch | None = None) -> PreparedBatch:
@@ -261,7 +262,8 @@ class Pipeline:
                 # without chunks may have failed before, so it is computed again instead)
                 writes.append(RowWrite(change.key_json, change.lsn, _kept(base), base))
                 continue
-            assert change.row is not None
+            if change.row is None:
+                raise InvariantError(f"{change.op} event without a row")  # decode_event refuses it
             rows[change.key_json] = change.row
             if missing:
                 reread.append(change.key_json)
@@ -362,7 +364,11 @@ class Pipeline:
         return dict(zip(hashes, vectors, strict=True))
 
 
-class _RowFailure(Exception):
+class BatchStaleError(VectorizerError):
+    """A batch's rows kept changing under it (other workers during a rebalance) at every plan."""
+
+
+class _RowFailure(VectorizerError):
     def __init__(self, change: RowChange, step: str, message: str) -> None:
         super().__init__(message)
         self.error = RowError(change.key_json, change.lsn, step, message)

@@ -12,6 +12,7 @@ generated for vectorizers it did not declare.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from alembic.autogenerate import comparators, renderers
@@ -22,9 +23,9 @@ from sqlalchemy import MetaData, text
 
 from pgai_orm.alembic.operations import AlterVectorizerOp, CreateVectorizerOp, DropVectorizerOp
 from pgai_orm.configuration import VectorizerConfig
+from pgai_orm.names import MANAGED_TABLES_KEY
 
 DECLARATIONS_KEY = "pgai_vectorizers"
-MANAGED_TABLES_KEY = "pgai_managed_tables"
 
 _CONFIG_FIELDS = ("embedding", "chunking", "formatting", "indexing", "processing", "loading")
 
@@ -77,7 +78,8 @@ def compare_vectorizers(autogen_context: AutogenContext, upgrade_ops: UpgradeOps
                         schemas: set[str | None]) -> PriorityDispatchResult:
     """Emit create/alter/drop operations for the difference between declarations and catalog."""
     metadata = autogen_context.metadata
-    metadatas = metadata if isinstance(metadata, (list, tuple)) else [metadata]
+    metadatas: Sequence[MetaData | None] = (
+        list(metadata) if isinstance(metadata, (list, tuple)) else [metadata])  # type: ignore[list-item]  # a list of MetaData, or one
     declared: dict[str, CreateVectorizerOp] = {}
     compared = False
     for md in metadatas:

@@ -22,8 +22,6 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import TextClause
 
 from pgai_orm.catalog.schema import CATALOG_VERSION, install_statements, read_installed_version
-from pgai_orm.errors import VectorizerError
-from pgai_orm.names import SLOT_PREFIX
 from pgai_orm.configuration import (
     ChunkingConfig,
     EmbeddingConfig,
@@ -33,6 +31,8 @@ from pgai_orm.configuration import (
     ProcessingConfig,
     VectorizerConfig,
 )
+from pgai_orm.errors import VectorizerError
+from pgai_orm.names import SLOT_PREFIX
 
 
 class VectorizerOperationError(VectorizerError, ValueError):
@@ -125,7 +125,7 @@ class CreateVectorizerOp(MigrateOperation):
         self.view_table = view_table
         self.if_not_exists = if_not_exists
         self.grant_to = grants
-        kwargs = {k: v for k, v in (("embedding", embedding), ("chunking", chunking),
+        kwargs: dict[str, Any] = {k: v for k, v in (("embedding", embedding), ("chunking", chunking),
                                     ("formatting", formatting), ("indexing", indexing),
                                     ("processing", processing), ("loading", loading))
                   if v is not None}

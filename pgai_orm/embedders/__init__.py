@@ -73,4 +73,5 @@ def create_embedder(
         options["retry"] = retry
     if timeout is not None and implementation != "local":
         options["timeout"] = timeout
-    return importlib.import_module(module_name).create(config, **options)  # type: ignore[no-any-return]
+    embedder: Embedder = importlib.import_module(module_name).create(config, **options)
+    return embedder

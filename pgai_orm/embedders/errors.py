@@ -9,8 +9,10 @@ with any occurrence of the key scrubbed (:func:`redact`).
 
 from __future__ import annotations
 
+from pgai_orm.errors import VectorizerError
 
-class EmbeddingError(Exception):
+
+class EmbeddingError(VectorizerError):
     """Base class of every error an embedder raises."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:

@@ -51,7 +51,7 @@ def _litellm_module() -> Any:
                 "the litellm and voyageai embedders need the 'litellm' extra "
                 "(pip install 'pg-stream-vectorizer[litellm]')"
             ) from exc
-        litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[attr-defined]  # read at call time
+        litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[misc]  # declared Final, but read at call time
         litellm.num_retries = 0
         litellm.telemetry = False
         litellm.suppress_debug_info = True

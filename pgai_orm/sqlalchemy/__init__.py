@@ -6,11 +6,9 @@
 ``AsyncSession``) ranks chunks by distance to the text embedded with the vectorizer's own model.
 """
 
-from pgai_orm.sqlalchemy.embedding_model import (
-    MANAGED_TABLES_KEY,
-    EmbeddingModel,
-    VectorizerBinding,
-)
+from pgai_orm.names import MANAGED_TABLES_KEY
+from pgai_orm.sqlalchemy.binding import VectorizerBinding
+from pgai_orm.sqlalchemy.embedding_model import EmbeddingModel
 from pgai_orm.sqlalchemy.errors import VectorizerDimensionsError, VectorizerNotFoundError
 from pgai_orm.sqlalchemy.relationship import VectorizerRelationship, vectorizer_relationship
 from pgai_orm.sqlalchemy.search import DISTANCES, SearchResult, search_statement

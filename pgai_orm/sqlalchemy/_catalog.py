@@ -11,17 +11,15 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Select, column, func, literal, select, table
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
 from pgai_orm.catalog import CATALOG_SCHEMA
+from pgai_orm.sqlalchemy.binding import VectorizerBinding
 from pgai_orm.sqlalchemy.errors import VectorizerDimensionsError, VectorizerNotFoundError
-
-if TYPE_CHECKING:
-    from pgai_orm.sqlalchemy.embedding_model import VectorizerBinding
 
 _vectorizers = table(
     "vectorizers",

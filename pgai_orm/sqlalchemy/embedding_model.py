@@ -10,10 +10,8 @@ table name is listed in ``metadata.info["pgai_managed_tables"]`` so autogenerate
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pgvector.sqlalchemy import Vector
@@ -21,6 +19,7 @@ from sqlalchemy import (
     ColumnElement,
     ForeignKeyConstraint,
     Integer,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -28,47 +27,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapper, mapped_column, relationship
 
+from pgai_orm.sqlalchemy import search as _search
+from pgai_orm.sqlalchemy.binding import VectorizerBinding
+from pgai_orm.sqlalchemy.errors import VectorizerBindingError
+from pgai_orm.sqlalchemy.search import Distance, SearchResult
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Mapped, Session
-
-    from pgai_orm.sqlalchemy.search import Distance, SearchResult
-
-MANAGED_TABLES_KEY = "pgai_managed_tables"
-
-
-@dataclass(frozen=True, eq=False)
-class VectorizerBinding:
-    """One ``vectorizer_relationship`` attached to one mapped class: everything both sides need."""
-
-    owner: type
-    attribute: str
-    dimensions: int
-    table_name: str
-    schema: str | None
-    relationship_kwargs: dict[str, Any] = field(default_factory=dict)
-    parent_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def relationship_key(self) -> str:
-        """The owner's real relationship attribute, for loader options (``selectinload``)."""
-        return f"{self.attribute}_relationship"
-
-    @property
-    def class_name(self) -> str:
-        """``BlogPost`` + ``content_embeddings`` -> ``BlogPostContentEmbeddings``."""
-        words = re.split(r"[^0-9A-Za-z]+", self.attribute)
-        return self.owner.__name__ + "".join(w[:1].upper() + w[1:] for w in words if w)
-
-    @property
-    def table_fullname(self) -> str:
-        """``schema.table`` when schema-qualified, as ``Table.fullname`` spells it."""
-        return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
-
-    def describe(self) -> str:
-        """How error messages name the model: the user's own spelling."""
-        return f"{self.owner.__name__}.{self.attribute}"
-
 
 class EmbeddingModel:
     """Behaviour shared by every generated embedding class; contributes no columns.
@@ -93,16 +59,12 @@ class EmbeddingModel:
         ``search`` runs the same check on its first call per engine; call this at start-up to
         fail before the first query.
         """
-        from pgai_orm.sqlalchemy.search import vectorizer_info
-
-        vectorizer_info(cls, session, refresh=refresh)
+        _search.vectorizer_info(cls, session, refresh=refresh)
 
     @classmethod
     async def check_dimensions_async(cls, session: AsyncSession, *, refresh: bool = True) -> None:
         """Async twin of :meth:`check_dimensions`."""
-        from pgai_orm.sqlalchemy.search import vectorizer_info_async
-
-        await vectorizer_info_async(cls, session, refresh=refresh)
+        await _search.vectorizer_info_async(cls, session, refresh=refresh)
 
     @classmethod
     def embed_query(cls, session: Session, text: str) -> list[float]:
@@ -111,16 +73,12 @@ class EmbeddingModel:
         This replaces pgai's in-database ``ai.openai_embed(...)`` in hand-written queries:
         ``order_by(Model.embedding.cosine_distance(Model.embed_query(session, "text")))``.
         """
-        from pgai_orm.sqlalchemy.search import embed_query
-
-        return embed_query(cls, session, text)
+        return _search.embed_query(cls, session, text)
 
     @classmethod
     async def embed_query_async(cls, session: AsyncSession, text: str) -> list[float]:
         """Async twin of :meth:`embed_query`."""
-        from pgai_orm.sqlalchemy.search import embed_query_async
-
-        return await embed_query_async(cls, session, text)
+        return await _search.embed_query_async(cls, session, text)
 
     @classmethod
     def search(
@@ -138,9 +96,7 @@ class EmbeddingModel:
         lands in the same vector space as the stored chunks. ``filter`` is any WHERE criteria on
         the embedding class or the parent (``BlogPost.title.ilike("%x%")``).
         """
-        from pgai_orm.sqlalchemy.search import search
-
-        return search(cls, session, query, limit=limit, filter=filter, distance=distance)
+        return _search.search(cls, session, query, limit=limit, filter=filter, distance=distance)
 
     @classmethod
     async def search_async(
@@ -153,9 +109,7 @@ class EmbeddingModel:
         distance: Distance = "cosine",
     ) -> list[SearchResult]:
         """Async twin of :meth:`search` (embedding and query both awaited)."""
-        from pgai_orm.sqlalchemy.search import search_async
-
-        return await search_async(cls, session, query, limit=limit, filter=filter,
+        return await _search.search_async(cls, session, query, limit=limit, filter=filter,
                                   distance=distance)
 
     def __repr__(self) -> str:
@@ -179,7 +133,11 @@ def _declarative_base(owner: type) -> type | None:
 def build_embedding_class(binding: VectorizerBinding, owner_mapper: Mapper[Any]) -> type:
     """Create and map the embedding class of ``binding`` on the owner's registry."""
     local_table = owner_mapper.local_table
-    pk_columns = list(local_table.primary_key.columns) or list(owner_mapper.primary_key)
+    if not isinstance(local_table, Table):
+        raise VectorizerBindingError(
+            f"{binding.describe()}: vectorizer_relationship needs a class mapped to a table,"
+            f" not to {type(local_table).__name__}")
+    pk_columns: list[Any] = list(local_table.primary_key.columns) or list(owner_mapper.primary_key)
     pk_names = [c.name for c in pk_columns]
     table_args: dict[str, Any] = {"info": {"pgai_managed": True}}
     if binding.schema is not None:

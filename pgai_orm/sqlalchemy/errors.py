@@ -6,12 +6,18 @@ naming the model and the catalog row instead of a pgvector error about vector si
 
 from __future__ import annotations
 
+from pgai_orm.errors import VectorizerError
 
-class VectorizerNotFoundError(LookupError):
+
+class VectorizerNotFoundError(VectorizerError, LookupError):
     """No catalog row of ``vectorizer.vectorizers`` has the model's store table as its target."""
 
 
-class VectorizerDimensionsError(ValueError):
+class VectorizerBindingError(VectorizerError, TypeError):
+    """``vectorizer_relationship`` is on a class it cannot serve (mapped to no plain table)."""
+
+
+class VectorizerDimensionsError(VectorizerError, ValueError):
     """The model's ``dimensions`` differ from those the vectorizer embeds with.
 
     Stored vectors and query vectors would have different sizes; pgvector would reject every

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 from typing import Any, overload
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.orm import Mapper, relationship
 
-from pgai_orm.sqlalchemy.embedding_model import (
-    MANAGED_TABLES_KEY,
-    EmbeddingModel,
-    VectorizerBinding,
-    build_embedding_class,
-)
+from pgai_orm.errors import InvariantError
+from pgai_orm.names import MANAGED_TABLES_KEY
+from pgai_orm.sqlalchemy.binding import VectorizerBinding
+from pgai_orm.sqlalchemy.embedding_model import EmbeddingModel, build_embedding_class
+from pgai_orm.sqlalchemy.errors import VectorizerBindingError
 
 
 class VectorizerRelationship:
@@ -59,8 +58,13 @@ class VectorizerRelationship:
         """Build the store mapping for the first mapped class of a hierarchy carrying us."""
         if self._model_for(class_) is not None:
             return  # an inheriting class: the parent's relationship is inherited with its mapper
-        assert self.name is not None
+        if self.name is None:
+            raise InvariantError("vectorizer_relationship used before it was assigned to a class")
         local_table = mapper.local_table
+        if not isinstance(local_table, Table):
+            raise VectorizerBindingError(
+                f"{class_.__name__}.{self.name}: vectorizer_relationship needs a class mapped to"
+                f" a table, not to {type(local_table).__name__}")
         schema = self.target_schema if self.target_schema is not None else local_table.schema
         binding = VectorizerBinding(
             owner=class_,
@@ -78,7 +82,7 @@ class VectorizerRelationship:
             binding.relationship_key,
             relationship(model, back_populates="parent", **kwargs),
         )
-        mapper.local_table.metadata.info.setdefault(MANAGED_TABLES_KEY, set()).add(
+        local_table.metadata.info.setdefault(MANAGED_TABLES_KEY, set()).add(
             model.__table__.fullname
         )
         self._models[class_] = model
@@ -98,7 +102,8 @@ class VectorizerRelationship:
 
     def __get__(self, obj: object | None, objtype: type | None = None) -> Any:
         if obj is None:
-            assert objtype is not None
+            if objtype is None:
+                raise InvariantError("descriptor accessed with neither instance nor owner")
             # Before the class is mapped (declarative scanning its attributes) we are ourselves.
             return self._model_for(objtype) or self
         model = self._model_for(type(obj))

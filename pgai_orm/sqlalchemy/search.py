@@ -20,6 +20,8 @@ from sqlalchemy import ColumnElement, Result, Select, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import contains_eager
 
+from pgai_orm.configuration import VectorizerConfig
+from pgai_orm.embedders import Embedder, create_embedder
 from pgai_orm.sqlalchemy import _catalog
 from pgai_orm.sqlalchemy._catalog import VectorizerInfo
 from pgai_orm.sqlalchemy.errors import VectorizerDimensionsError
@@ -27,8 +29,6 @@ from pgai_orm.sqlalchemy.errors import VectorizerDimensionsError
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
-
-    from pgai_orm.embedders import Embedder
 
 Distance = Literal["cosine", "l2", "inner_product", "l1"]
 
@@ -98,9 +98,6 @@ class _EmbedderCache:
 
 
 def _create_embedder(config: dict[str, Any]) -> Embedder:
-    from pgai_orm.configuration import VectorizerConfig
-    from pgai_orm.embedders import create_embedder
-
     return create_embedder(VectorizerConfig.from_dict(config).embedding)
 
 
@@ -156,7 +153,8 @@ def _checked_vector(model: Any, vector: Sequence[float]) -> list[float]:
 def _results(result: Result[Any]) -> list[SearchResult]:
     # unique(): SQLAlchemy demands it when the parent eagerly joins its chunks (lazy="joined");
     # every hit is a distinct store row, so it never merges two hits.
-    return [SearchResult(row[0], row[1], float(row[2])) for row in result.unique()]
+    rows: Sequence[Any] = result.unique().all()
+    return [SearchResult(row[0], row[1], float(row[2])) for row in rows]
 
 
 def embed_query(model: Any, session: Session, text: str) -> list[float]:

@@ -94,14 +94,18 @@ def test_connector_and_worker_run_with_least_privileges(
         # connector: REPLICATION LOGIN, read the catalog and the published tables, own its state
         f"CREATE ROLE {conn_role} LOGIN REPLICATION PASSWORD 'secret'",
         f"GRANT CONNECT ON DATABASE {database} TO {conn_role}",
-        f"GRANT USAGE, CREATE ON SCHEMA vectorizer TO {conn_role}",
-        f"GRANT SELECT ON vectorizer.vectorizers, vectorizer.config_versions TO {conn_role}",
+        f"GRANT USAGE ON SCHEMA vectorizer TO {conn_role}",
+        f"GRANT SELECT ON vectorizer.vectorizers, vectorizer.config_versions,"
+        f" vectorizer.catalog_version TO {conn_role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON vectorizer.connector_state,"
+        f" vectorizer.connector_tables TO {conn_role}",
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), sql.Identifier(conn_role)),
         sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(SCHEMA, TABLE), sql.Identifier(conn_role)),
         # worker: read the catalog and the source, write its store, applied_state and errors
         f"CREATE ROLE {worker_role} LOGIN PASSWORD 'secret'",
         f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {worker_role}",
         f"GRANT USAGE ON SCHEMA vectorizer TO {worker_role}",
+        f"GRANT SELECT ON vectorizer.catalog_version TO {worker_role}",
         # row locks (FOR KEY SHARE of the vectorizer) need UPDATE on one column besides SELECT
         f"GRANT SELECT, UPDATE (updated_at) ON vectorizer.vectorizers TO {worker_role}",
         f"GRANT SELECT, UPDATE ON vectorizer.config_versions TO {worker_role}",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from pgai_orm._config_base import (
     ConfigBase,
@@ -146,9 +146,8 @@ class ChunkingNoneConfig(ConfigBase):
         return None
 
 
-ChunkingConfig = Union[
-    ChunkingCharacterTextSplitterConfig, ChunkingRecursiveCharacterTextSplitterConfig,
-    ChunkingNoneConfig]
+ChunkingConfig = (ChunkingCharacterTextSplitterConfig | ChunkingRecursiveCharacterTextSplitterConfig
+                  | ChunkingNoneConfig)
 
 # --------------------------------------------------------------------------- formatting
 
@@ -187,7 +186,7 @@ class FormattingChunkValueConfig(ConfigBase):
         return frozenset({"chunk"})
 
 
-FormattingConfig = Union[FormattingPythonTemplateConfig, FormattingChunkValueConfig]
+FormattingConfig = FormattingPythonTemplateConfig | FormattingChunkValueConfig
 
 # --------------------------------------------------------------------------- embedding
 
@@ -307,8 +306,8 @@ class EmbeddingLocalConfig(ConfigBase):
         return super()._default_for(field_name)
 
 
-EmbeddingConfig = Union[EmbeddingOpenaiConfig, EmbeddingOllamaConfig, EmbeddingVoyageaiConfig,
-                        EmbeddingLitellmConfig, EmbeddingLocalConfig]
+EmbeddingConfig = (EmbeddingOpenaiConfig | EmbeddingOllamaConfig | EmbeddingVoyageaiConfig
+                   | EmbeddingLitellmConfig | EmbeddingLocalConfig)
 
 # --------------------------------------------------------------------------- indexing
 
@@ -355,7 +354,7 @@ class IndexingHnswConfig(ConfigBase):
         return _OPCLASS_DISTANCE[self.opclass]
 
 
-IndexingConfig = Union[IndexingNoneConfig, IndexingHnswConfig]
+IndexingConfig = IndexingNoneConfig | IndexingHnswConfig
 LoadingConfig = LoadingColumnConfig
 
 # --------------------------------------------------------------------------- processing

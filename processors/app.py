@@ -52,6 +52,7 @@ from pgai_orm.names import DEFAULT_TOPIC_PREFIX, consumer_group, dlq_topic, topi
 from processors.errors_sink import ErrorSink, RowError
 from processors.faust_transport import broker_urls
 from processors.metrics import WorkerMetrics, metrics_enabled
+from processors.offsets import committed_offsets, fetch_high_watermarks
 from processors.pipeline import (
     RETRYABLE_DB_ERRORS,
     BatchReport,
@@ -287,60 +288,6 @@ class VersionRunner:
         return True
 
 
-async def fetch_high_watermarks(bootstrap_servers: str, topic: str,
-                                timeout: float = 10.0) -> dict[int, int] | None:
-    """Per-partition high-water marks from fetch responses; ``None`` if the topic is unknown."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, max_partition_fetch_bytes=1024)
-    await consumer.start()
-    try:
-        if topic not in await consumer.topics():
-            return None
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            return None
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, 0)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            await consumer.getmany(*tps, timeout_ms=200, max_records=1)
-            marks = {tp.partition: consumer.highwater(tp) for tp in tps}
-            if all(m is not None for m in marks.values()):
-                return {p: int(m) for p, m in marks.items() if m is not None}
-            if asyncio.get_running_loop().time() > deadline:
-                return None
-    finally:
-        await consumer.stop()
-
-
-async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[int, int]:
-    """The consumer group's committed offsets on ``topic`` by partition.
-
-    A consumer that names the group but never subscribes only reads its offsets (OffsetFetch)
-    and does not join it, so asking causes no rebalance. (aiokafka's admin client fails to
-    decode the embedded broker's OffsetFetch answer; the consumer's request version works.)
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        offsets: dict[int, int] = {}
-        for partition in sorted(consumer.partitions_for_topic(topic) or ()):
-            committed = await consumer.committed(TopicPartition(topic, partition))
-            if committed is not None and committed >= 0:
-                offsets[partition] = committed
-        return offsets
-    finally:
-        await consumer.stop()
-
-
 def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust.App:
     """The faust app of one config version (``app.main()`` or ``faust.Worker(app)`` runs it)."""
     heartbeat = max(settings.session_timeout / 10, 0.1)
@@ -398,14 +345,14 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
         # brokers that do not auto-create topics (production Kafka) need it to exist
         try:
             await dlq.maybe_declare()
-        except Exception as exc:  # an existing topic or a broker that refuses: sends will tell
+        except Exception as exc:  # noqa: BLE001  # an existing topic or a broker that refuses: sends will tell
             logger.warning("could not declare %s: %s", dlq.get_topic_name(), exc)
 
     @app.timer(settings.activation_interval)
     async def activate_when_caught_up() -> None:
         try:
             await runner.check_caught_up()
-        except Exception as exc:  # the broker may be busy; the next tick tries again
+        except Exception as exc:  # noqa: BLE001  # the broker may be busy; the next tick tries again
             logger.warning("catch-up check failed: %s: %s", type(exc).__name__, exc)
 
     if metrics_enabled():
@@ -423,7 +370,7 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
                         # faust keeps what it committed only in this private map
                         committed = consumer._committed_offset.get(tp) or 0  # type: ignore[attr-defined]
                         lag += max(int(highwater) - int(committed), 0)
-            except Exception as exc:  # not started or rebalancing: the next tick measures
+            except Exception as exc:  # noqa: BLE001  # not started or rebalancing: the next tick measures
                 logger.debug("consumer lag unknown: %s", exc)
                 return
             runner.metrics.consumer_lag.set(lag)

@@ -28,7 +28,8 @@ def fetch_max_wait_ms() -> int:
     try:
         wait = int(value)
     except ValueError:
-        raise ValueError(f"{FETCH_MAX_WAIT_ENV} must be an integer of milliseconds, got {value!r}")
+        raise ValueError(
+            f"{FETCH_MAX_WAIT_ENV} must be an integer of milliseconds, got {value!r}") from None
     if not 0 <= wait <= 60_000:
         raise ValueError(f"{FETCH_MAX_WAIT_ENV} must be between 0 and 60000, got {wait}")
     return wait

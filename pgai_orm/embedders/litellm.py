@@ -135,7 +135,7 @@ class LiteLLMEmbedder(Embedder):
             response = await self._litellm.aembedding(
                 model=self.model, input=texts, **self._request_options()
             )
-        except Exception as exc:  # litellm raises many types; all are mapped
+        except Exception as exc:  # noqa: BLE001  # litellm raises many types; all are mapped
             raise map_litellm_error(exc, self._api_key) from None
         data = sorted(response.data, key=_index)
         return [_embedding(item) for item in data]

@@ -19,7 +19,8 @@ from typing import Any
 import click
 
 from connector.service import Connector, ConnectorSettings
-from infra.logs import LOG_FORMATS, setup_logging
+from pgai_orm.names import DEFAULT_TOPIC_PREFIX, SLOT_PREFIX
+from pgai_orm.runtime.logs import LOG_FORMATS, setup_logging
 
 __all__ = ["SnapshotProgress", "connector_command"]
 
@@ -111,8 +112,9 @@ class SnapshotProgress:
               envvar="KAFKA_BOOTSTRAP_SERVERS", required=True,
               help="Kafka bootstrap servers, host:port[,...] ($KAFKA_BOOTSTRAP_SERVERS).")
 @click.option("--slot", envvar="VECTORIZER_SLOT", default=None,
-              help="Replication slot name (must start with 'vectorizer'; default vectorizer_<database>).")
-@click.option("--topic-prefix", envvar="VECTORIZER_TOPIC_PREFIX", default="vectorizer", show_default=True)
+              help=f"Replication slot name (must start with '{SLOT_PREFIX}'; default {SLOT_PREFIX}_<database>).")
+@click.option("--topic-prefix", envvar="VECTORIZER_TOPIC_PREFIX", default=DEFAULT_TOPIC_PREFIX,
+              show_default=True)
 @click.option("--partitions", envvar="VECTORIZER_PARTITIONS", type=click.IntRange(min=1), default=6,
               show_default=True, help="Partitions of each new topic.")
 @click.option("--replication-factor", envvar="VECTORIZER_REPLICATION_FACTOR", type=click.IntRange(min=1),
@@ -135,8 +137,8 @@ def connector_command(
     broker_check: float, snapshot_chunk: int, log_level: str, log_format: str,
 ) -> None:
     """Stream source-table changes of one database from a replication slot into Kafka."""
-    if slot is not None and not slot.startswith("vectorizer"):
-        raise click.BadParameter("must start with 'vectorizer' (drop_vectorizer cleans those up)",
+    if slot is not None and not slot.startswith(SLOT_PREFIX):
+        raise click.BadParameter(f"must start with {SLOT_PREFIX!r} (drop_vectorizer cleans those up)",
                                  param_hint="--slot")
     setup_logging(log_format, log_level)
     logging.getLogger("kafka").setLevel(logging.WARNING)

@@ -1,9 +1,11 @@
 """Decoded pgoutput changes -> Kafka records (key bytes, value bytes) per the event contract.
 
-The contract lives in ``docs/architecture.md`` ("Events on the topics"); this module is its only
-writer. It holds no I/O: a :class:`ChangeEncoder` learns relations and types from the stream and
-turns Insert/Update/Delete/Truncate messages into :class:`Record` s; the snapshot uses
-:func:`row_record` with the same renderer so a row's key bytes are identical on both paths.
+The contract is :mod:`pgai_orm.events` (described in ``docs/architecture.md``, "Events on the
+topics"); this module only decides which event each pgoutput message becomes. It holds no I/O:
+a :class:`ChangeEncoder` learns relations and types from the stream and turns
+Insert/Update/Delete/Truncate messages into :class:`Record` s and
+:class:`~pgai_orm.events.Truncate` s. It renders with :mod:`connector.values`, as the snapshot
+does, so a row's key bytes are identical on both paths.
 
 Decisions made here, and why:
 
@@ -14,6 +16,8 @@ Decisions made here, and why:
   the old key's partition and the new key's partition each see a self-contained history.
 * Unchanged TOAST columns are left out of ``row`` and listed in ``unchanged_toast``; sending
   ``null`` or ``""`` would erase text downstream.
+* No event object per change: this is the hot path, so the value bytes come straight from
+  :func:`~pgai_orm.events.encode_row_change`.
 """
 
 from __future__ import annotations
@@ -22,8 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import orjson
-
 from connector.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -31,97 +33,31 @@ from connector.pgoutput import (
     Delete,
     Insert,
     Relation,
-    Truncate,
     Type,
     Update,
+    Value,
     pg_time_to_datetime,
 )
+from connector.pgoutput import Truncate as TruncateMessage
 from connector.values import ValueRenderer
+from pgai_orm.errors import InvariantError
+from pgai_orm.events import Transaction, Truncate, canonical_key, encode_row_change
 
-__all__ = [
-    "TRUNCATE_KEY",
-    "ChangeEncoder",
-    "Record",
-    "TableId",
-    "TxnInfo",
-    "key_bytes",
-    "row_record",
-]
+__all__ = ["ChangeEncoder", "KeyNotSentError", "Record", "TableId", "transaction_of"]
 
 TableId = tuple[str, str]  # (schema, table)
-TRUNCATE_KEY = b'{"__truncate__":true}'
-_SORT = orjson.OPT_SORT_KEYS
 
 
 class Record(NamedTuple):
-    """One Kafka record for the topic of ``table``. ``value`` None is a tombstone;
-    ``all_partitions`` asks the publisher to send it to every partition (truncate)."""
+    """One Kafka record for the topic of the change's table; ``value`` None is a tombstone."""
 
-    table: TableId
     key: bytes
     value: bytes | None
-    all_partitions: bool = False
 
 
-@dataclass(slots=True)
-class TxnInfo:
-    """What every event of one transaction shares (from its Begin message)."""
-
-    commit_lsn: int
-    commit_time: str | None
-    xid: int | None
-
-    @classmethod
-    def from_begin(cls, begin: Begin) -> TxnInfo:
-        return cls(begin.final_lsn, pg_time_to_datetime(begin.commit_time).isoformat(), begin.xid)
-
-
-def _dumps(obj: Any, option: int = 0) -> bytes:
-    """orjson.dumps, copied to an exact-size bytes object.
-
-    orjson (3.13) returns bytes that keep its whole output buffer (about 8 KiB for a 1 KiB
-    event, measured with tracemalloc). Events wait in the publisher until Kafka acknowledges
-    them, so without the copy the connector held ~8x the bytes its in-flight bound counts
-    (540 MiB RSS instead of ~100 in ``bench/connector.py``). The copy costs ~1 us.
-    """
-    return bytes(memoryview(orjson.dumps(obj, option=option)))
-
-
-def key_bytes(key: dict[str, Any]) -> bytes:
-    """Canonical JSON of a primary key: sorted keys, orjson's compact form."""
-    return _dumps(key, _SORT)
-
-
-def _value(
-    op: str,
-    lsn: int,
-    txn: TxnInfo,
-    table: TableId,
-    key: dict[str, Any],
-    row: dict[str, Any] | None,
-    unchanged: list[str],
-) -> bytes:
-    return _dumps(
-        {
-            "op": op,
-            "lsn": lsn,
-            "commit_lsn": txn.commit_lsn,
-            "commit_time": txn.commit_time,
-            "xid": txn.xid,
-            "schema": table[0],
-            "table": table[1],
-            "key": key,
-            "row": row,
-            "unchanged_toast": unchanged,
-        }
-    )
-
-
-def row_record(
-    op: str, lsn: int, txn: TxnInfo, table: TableId, key: dict[str, Any], row: dict[str, Any]
-) -> Record:
-    """A record for a full row (``insert``/``update``/``read``); ``row`` has no TOAST markers."""
-    return Record(table, key_bytes(key), _value(op, lsn, txn, table, key, row, []))
+def transaction_of(begin: Begin) -> Transaction:
+    """What every event of the transaction that ``begin`` opens shares."""
+    return Transaction(begin.final_lsn, pg_time_to_datetime(begin.commit_time).isoformat(), begin.xid)
 
 
 def _split_toast(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -132,11 +68,25 @@ def _split_toast(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return row, unchanged
 
 
+
+
 @dataclass(slots=True)
 class _Rel:
     table: TableId
     columns: tuple[Column, ...]
     key_indexes: tuple[int, ...]
+
+
+class KeyNotSentError(InvariantError):
+    """An old tuple lacks the text of a key column (unchanged TOAST or binary): the replica
+    identity does not cover the primary key the catalog names."""
+
+
+def _key_text(rel: _Rel, index: int, value: Value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise KeyNotSentError(f"{rel.table[0]}.{rel.table[1]}: key column {rel.columns[index].name!r}"
+                          f" was sent as {value!r}, not as text")
 
 
 class ChangeEncoder:
@@ -169,20 +119,21 @@ class ChangeEncoder:
         rel = self._relations.get(relation_id)
         return rel.table if rel else None
 
-    def _key(self, rel: _Rel, values: Sequence[Any]) -> dict[str, Any]:
+    def _key(self, rel: _Rel, values: Sequence[Value]) -> dict[str, Any]:
         render = self.renderer.render
-        return {
-            rel.columns[i].name: render(rel.columns[i].type_oid, values[i])  # type: ignore[arg-type]
-            for i in rel.key_indexes
-        }
+        columns = rel.columns
+        return {columns[i].name: render(columns[i].type_oid, _key_text(rel, i, values[i]))
+                for i in rel.key_indexes}
 
-    def insert(self, msg: Insert, lsn: int, txn: TxnInfo) -> list[Record]:
+    def insert(self, msg: Insert, lsn: int, txn: Transaction) -> list[Record]:
         rel = self._relations[msg.relation_id]
         row, unchanged = _split_toast(self.renderer.render_row(rel.columns, msg.new))
         key = {rel.columns[i].name: row[rel.columns[i].name] for i in rel.key_indexes}
-        return [Record(rel.table, key_bytes(key), _value("insert", lsn, txn, rel.table, key, row, unchanged))]
+        schema, table = rel.table
+        return [Record(canonical_key(key),
+                       encode_row_change("insert", lsn, txn, schema, table, key, row, unchanged))]
 
-    def update(self, msg: Update, lsn: int, txn: TxnInfo) -> list[Record]:
+    def update(self, msg: Update, lsn: int, txn: Transaction) -> list[Record]:
         rel = self._relations[msg.relation_id]
         row = self.renderer.render_row(rel.columns, msg.new)
         key = {}
@@ -190,52 +141,40 @@ class ChangeEncoder:
             name = rel.columns[i].name
             value = row[name]
             if value is UNCHANGED_TOAST and msg.old is not None:  # a huge key that did not change
-                value = self.renderer.render(rel.columns[i].type_oid, msg.old[i])  # type: ignore[arg-type]
+                value = self.renderer.render(rel.columns[i].type_oid, _key_text(rel, i, msg.old[i]))
                 row[name] = value
             key[name] = value
         row, unchanged = _split_toast(row)
-        out: list[Record] = []
+        schema, table = rel.table
         if msg.old is not None:
             old_key = self._key(rel, msg.old)
             if old_key != key:
-                old = key_bytes(old_key)
-                out.append(Record(rel.table, old, _value("delete", lsn, txn, rel.table, old_key, None, [])))
-                out.append(Record(rel.table, old, None))
-                out.append(
-                    Record(rel.table, key_bytes(key), _value("insert", lsn, txn, rel.table, key, row, unchanged))
-                )
-                return out
-        out.append(Record(rel.table, key_bytes(key), _value("update", lsn, txn, rel.table, key, row, unchanged)))
-        return out
+                old = canonical_key(old_key)
+                return [
+                    Record(old, encode_row_change("delete", lsn, txn, schema, table, old_key, None)),
+                    Record(old, None),
+                    Record(canonical_key(key),
+                           encode_row_change("insert", lsn, txn, schema, table, key, row, unchanged)),
+                ]
+        return [Record(canonical_key(key),
+                       encode_row_change("update", lsn, txn, schema, table, key, row, unchanged))]
 
-    def delete(self, msg: Delete, lsn: int, txn: TxnInfo) -> list[Record]:
+    def delete(self, msg: Delete, lsn: int, txn: Transaction) -> list[Record]:
         rel = self._relations[msg.relation_id]
         key = self._key(rel, msg.old)
-        kb = key_bytes(key)
+        key_bytes = canonical_key(key)
+        schema, table = rel.table
         return [
-            Record(rel.table, kb, _value("delete", lsn, txn, rel.table, key, None, [])),
-            Record(rel.table, kb, None),
+            Record(key_bytes, encode_row_change("delete", lsn, txn, schema, table, key, None)),
+            Record(key_bytes, None),
         ]
 
-    def truncate(self, msg: Truncate, lsn: int, txn: TxnInfo) -> list[Record]:
+    def truncate(self, msg: TruncateMessage, lsn: int,
+                 txn: Transaction) -> list[tuple[TableId, Truncate]]:
+        """One truncate per known table of the message (the publisher fans each out)."""
         out = []
         for relation_id in msg.relation_ids:
             rel = self._relations.get(relation_id)
-            if rel is None:
-                continue
-            value = _dumps(
-                {
-                    "op": "truncate",
-                    "lsn": lsn,
-                    "commit_lsn": txn.commit_lsn,
-                    "commit_time": txn.commit_time,
-                    "xid": txn.xid,
-                    "schema": rel.table[0],
-                    "table": rel.table[1],
-                    "key": None,
-                    "row": None,
-                    "unchanged_toast": [],
-                }
-            )
-            out.append(Record(rel.table, TRUNCATE_KEY, value, all_partitions=True))
+            if rel is not None:
+                out.append((rel.table, Truncate(lsn, txn, *rel.table)))
         return out

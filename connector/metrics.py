@@ -74,6 +74,7 @@ class ConnectorMetrics:
         self._lock = threading.Lock()
         self._last_sent = 0
         self._last_time = time.monotonic()
+        self._rate = 0.0
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
@@ -86,7 +87,7 @@ class ConnectorMetrics:
         for listener in self._listeners:
             try:
                 listener(table, done, total, finished)
-            except Exception:  # noqa: BLE001 (a progress display must never fail a snapshot)
+            except Exception:  # a progress display must never fail a snapshot
                 logger.debug("snapshot progress listener failed", exc_info=True)
 
     def count(self, source: str, n: int = 1) -> None:
@@ -101,11 +102,11 @@ class ConnectorMetrics:
         now = time.monotonic()
         elapsed = now - self._last_time
         if elapsed < 1.0:
-            return self.events_per_second._value.get()  # type: ignore[attr-defined]
-        rate = (acked_total - self._last_sent) / elapsed
+            return self._rate
+        self._rate = (acked_total - self._last_sent) / elapsed
         self._last_sent, self._last_time = acked_total, now
-        self.events_per_second.set(rate)
-        return rate
+        self.events_per_second.set(self._rate)
+        return self._rate
 
     def snapshot(self, table: str, done: int, total: int | None) -> None:
         self.snapshot_rows.labels(slot=self._slot, table=table).set(done)

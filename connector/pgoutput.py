@@ -25,9 +25,8 @@ Timestamps stay raw ints (microseconds since 2000-01-01 UTC); :func:`pg_time_to_
 converts. LSNs are ints (see :mod:`connector.lsn`).
 
 Speed: one precompiled ``struct.Struct`` per fixed layout, ``unpack_from`` at offsets, dispatch
-on the first byte through a dict, slotted dataclasses. Measured on this 2-core machine
-(``bench/slot_read.py``): ~450k msgs/s over a real slot's 100k inserts of ~1 KB rows (plus
-their Begin/Commit), in pure Python.
+on the first byte through a dict, slotted dataclasses. That keeps the pure-Python decoder well
+ahead of the walsender that feeds it (``bench/slot_read.py`` times it alone).
 """
 
 from __future__ import annotations
@@ -39,6 +38,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal, TypeAlias
 
+from pgai_orm.errors import VectorizerError
+
 __all__ = [
     "UNCHANGED_TOAST",
     "Begin",
@@ -48,7 +49,6 @@ __all__ = [
     "Insert",
     "Message",
     "Origin",
-    "PgOutputDecoder",
     "PgOutputError",
     "PgOutputMessage",
     "PrimaryKeepalive",
@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 
-class PgOutputError(ValueError):
+class PgOutputError(VectorizerError, ValueError):
     """The bytes are not a well-formed message of the protocol (truncated, unknown tag...)."""
 
 
@@ -88,7 +88,7 @@ class UnchangedToast:
     __slots__ = ()
     _instance: UnchangedToast | None = None
 
-    def __new__(cls) -> UnchangedToast:  # noqa: PYI034 (a singleton, not a subclassable type)
+    def __new__(cls) -> UnchangedToast:  # a singleton: returns the one instance
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -412,7 +412,7 @@ def _update(buf: _Buf, pos: int, xid: int | None) -> Update:
     kind = buf[pos]
     old = None
     old_kind: Literal["K", "O"] | None = None
-    if kind == _K or kind == _O:
+    if kind in (_K, _O):
         old_kind = "K" if kind == _K else "O"
         old, pos = _tuple(buf, pos + 1)
         kind = buf[pos]
@@ -504,8 +504,9 @@ def decode_message(buf: _Buf, *, in_stream: bool = False) -> PgOutputMessage:
     """Decode one pgoutput message.
 
     ``in_stream`` says the message sits between Stream Start and Stream Stop, where DML,
-    Relation, Type and Message carry the transaction id first. Use :class:`PgOutputDecoder` to
-    track that automatically. Raises :class:`PgOutputError` on malformed input.
+    Relation, Type and Message carry the transaction id first (only with protocol 2 and
+    ``streaming``, which the connector does not ask for). Raises :class:`PgOutputError` on
+    malformed input.
     """
     if not buf:
         raise PgOutputError("empty pgoutput message")
@@ -522,27 +523,6 @@ def decode_message(buf: _Buf, *, in_stream: bool = False) -> PgOutputMessage:
         if isinstance(exc, PgOutputError):
             raise
         raise PgOutputError(f"malformed pgoutput message {chr(tag)!r}: {exc}") from exc
-
-
-class PgOutputDecoder:
-    """Decodes a sequence of pgoutput messages, tracking whether a streamed block is open.
-
-    Only streamed transactions (protocol 2 with ``streaming on``) need the state; with protocol 1
-    this is :func:`decode_message` with a method call around it.
-    """
-
-    __slots__ = ("in_stream",)
-
-    def __init__(self) -> None:
-        self.in_stream = False
-
-    def decode(self, buf: _Buf) -> PgOutputMessage:
-        msg = decode_message(buf, in_stream=self.in_stream)
-        if type(msg) is StreamStart:
-            self.in_stream = True
-        elif type(msg) is StreamStop:
-            self.in_stream = False
-        return msg
 
 
 def decode_replication_message(buf: _Buf) -> ReplicationMessage:

@@ -2,22 +2,26 @@
 
 At-least-once means: confirm a transaction's end LSN to the slot only after Kafka acknowledged
 every event of it *and of every earlier transaction*. Acks arrive out of order (partitions are
-independent), so each transaction gets a counter of unacknowledged events; the producer's
-I/O thread decrements it from the ack callback, and :meth:`Publisher.safe_lsn` pops fully
-acknowledged transactions off the front of the queue, in commit order. An open (uncommitted)
-transaction at the front stops the walk.
+independent), so each transaction gets a counter of unacknowledged events; the producer's loop
+thread decrements it when Kafka answers a batch, and :meth:`CommitTracker.safe_lsn` (the
+publisher's ``tracker``) pops fully acknowledged transactions off the front of the queue, in
+commit order. An open (uncommitted) transaction at the front stops the walk.
 
-Bounded memory: the producer's accumulator is not bounded in bytes by us otherwise, so
-:meth:`Publisher.send` blocks while more than ``max_in_flight_bytes`` (or
-``max_in_flight_events``) are unacknowledged. A transaction of millions of rows therefore
-streams through with bounded memory: the replication reader simply stops reading (TCP pushes
-back on the walsender) until Kafka catches up.
+Bounded memory: nothing else bounds the records waiting for Kafka in bytes, so
+:meth:`Publisher.send_tracked` and :meth:`Publisher.send_grouped` block while more than
+``max_in_flight_bytes`` (or ``max_in_flight_events``) are unacknowledged. A transaction of
+millions of rows therefore streams through with bounded memory: the replication reader simply
+stops reading (TCP pushes back on the walsender) until Kafka catches up.
 
-A failed send (after kafka-python's own retries) is kept and re-raised by :meth:`check` in the
-main loop; the connector then restarts from the slot's confirmed LSN, which resends everything
-not confirmed. Producer settings: ``acks=all``. aiokafka retries a failed batch before later
-batches of the same partition are sent (one request in flight per partition), so per-key order
-holds across retries without idempotence (which the embedded broker refuses to aiokafka).
+A failed send (after aiokafka's own retries) is kept and re-raised by :meth:`Publisher.check`
+in the main loop; the connector then restarts from the slot's confirmed LSN, which resends
+everything not confirmed. Producer settings: ``acks=all``. aiokafka retries a failed batch
+before later batches of the same partition are sent (one request in flight per partition), so
+per-key order holds across retries without idempotence (which the embedded broker refuses to
+aiokafka).
+
+A truncate goes to every partition of its topic (:meth:`Publisher.send_truncate`, the one
+fan-out for the stream and the snapshot; see :mod:`pgai_orm.events`).
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from connector.topics import MAX_MESSAGE_BYTES
+from pgai_orm.errors import VectorizerError
+from pgai_orm.events import Truncate
 
-__all__ = ["CommitTracker", "PublishError", "Publisher"]
+__all__ = ["AckGroup", "CommitTracker", "PublishError", "Publisher"]
 
 
-class PublishError(RuntimeError):
+class PublishError(VectorizerError, RuntimeError):
     """Kafka did not accept an event; nothing after it may be confirmed."""
 
 
@@ -112,8 +118,8 @@ class CommitTracker:
 class AckGroup:
     """Records sent outside the stream (a snapshot chunk): :meth:`Publisher.wait` returns
     once Kafka acknowledged all of them. One counter per chunk, not one future per record: the
-    producer's loop thread is the bottleneck, and with a future per record a 100k-row snapshot
-    took 9.0 s instead of 5.8 s here (process start included)."""
+    producer's loop thread is the bottleneck, and creating and resolving a future per record is
+    what it would spend its time on."""
 
     __slots__ = ("pending",)
 
@@ -137,10 +143,10 @@ class Publisher:
     stream (acks tracked per commit) and snapshots (acks counted per chunk).
 
     Why aiokafka behind a thread: the replication reader is blocking code, and aiokafka produced
-    ~2x kafka-python's rate against the embedded broker (24k vs 10k 1 KB records/s, acks=all;
-    ``bench/connector.py``). Records are handed to the loop in batches (:meth:`drain`, called
-    after each replication batch and snapshot chunk, and before blocking on the in-flight
-    bound), and one sender task sends them in order, so per-partition order is the commit order.
+    about twice kafka-python's rate against the embedded broker (``bench/connector.py``).
+    Records are handed to the loop in batches (:meth:`drain`, called after each replication
+    batch and snapshot chunk, and before blocking on the in-flight bound), and one sender task
+    sends them in order, so per-partition order is the commit order.
     """
 
     def __init__(
@@ -293,6 +299,17 @@ class Publisher:
 
     def partitions_for(self, topic: str) -> list[int]:
         return self._partitions.get(topic) or self._call(self._topic_partitions(topic), 30)
+
+    def send_truncate(self, topic: str, truncate: Truncate, group: AckGroup | None = None) -> int:
+        """Send ``truncate`` once to every partition of ``topic``: as an event of the stream's
+        current transaction, or, with ``group``, of a snapshot. Returns the records sent."""
+        records = truncate.records(self.partitions_for(topic))
+        for partition, key, value in records:
+            if group is None:
+                self.send_tracked(topic, key, value, partition)
+            else:
+                self.send_grouped(topic, key, value, group, partition)
+        return len(records)
 
     def forget_topics(self) -> None:
         self._partitions.clear()

@@ -6,28 +6,12 @@ hands back XLogData messages in bounded batches, answers the server's keepalives
 the flush LSN *it is told*. Deciding which LSN is safe to confirm (after Kafka acknowledged
 everything up to a commit) belongs to the connector's main loop, not here.
 
-Driver, chosen by measurement (``bench/slot_read.py --raw --repeat 5``: 100k row changes of
-~1 KB, decode included, identical slot content, this 2-core machine, medians of 5; a second
-full run gave 172k rows/s for both drivers with decode, and 0.45 s vs 0.34 s client CPU):
-
-======================  =======  ==========  ==============  ===================
-reader                  seconds  rows/s      client CPU (s)  rows per client CPU-s
-======================  =======  ==========  ==============  ===================
-psycopg 3.3 + decoder   0.67     149k        0.57            176k
-psycopg2 2.9 + decoder  0.65     153k        0.48            206k
-pg_recvlogical (C)      0.78     128k        0.30            336k
-psycopg 3.3, no decode  0.69     145k        0.40            252k
-psycopg2, no decode     0.72     139k        0.31            326k
-======================  =======  ==========  ==============  ===================
-
-The decoder alone: 100,201 pgoutput messages in 0.22 s, ~450k msgs/s.
-
-Wall time is bound by the server (the walsender decoding WAL), equal for both drivers;
-psycopg2 spends ~1 us less client CPU per row (~0.1 s per 100k). Against Kafka produce
-(~30-80 us per event) that is noise, so the project keeps one driver stack: psycopg 3, through
-the low-level
-``pgconn`` (``replication=database`` connection, ``START_REPLICATION``, ``get_copy_data``),
-where replication commands go through the simple query protocol that a walsender requires.
+Driver: psycopg 3, through the low-level ``pgconn`` (``replication=database`` connection,
+``START_REPLICATION``, ``get_copy_data``), where replication commands go through the simple
+query protocol that a walsender requires. ``bench/slot_read.py`` compares it with psycopg2 and
+``pg_recvlogical``: wall time is bound by the server (the walsender decoding WAL) and equal for
+both drivers; psycopg2 spends about a microsecond less client CPU per row, which is noise
+against a Kafka produce, so the project keeps one driver stack.
 
 Session settings. The walsender renders column values with the connection's settings, so the
 stream forces the ones :mod:`connector.values` assumes (:data:`connector.values.SESSION_OPTIONS`:
@@ -45,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import re
 import select
-import struct
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -56,17 +39,26 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from connector.lsn import Lsn, format_lsn, parse_lsn
-from connector.pgoutput import XLogData, encode_standby_status
+from connector.pgoutput import (
+    PrimaryKeepalive,
+    XLogData,
+    decode_replication_message,
+    encode_standby_status,
+)
 from connector.values import SESSION_OPTIONS
+from pgai_orm.errors import VectorizerError
 
-__all__ = ["CreatedSlot", "ReplicationError", "ReplicationStream"]
+__all__ = ["CreatedSlot", "ReplicationError", "ReplicationStream", "StreamSettingsError"]
 
 _SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")  # what Postgres itself accepts for slot names
-_XLOG_HEADER = struct.Struct(">QQq")  # start lsn, end lsn, send time
 
 
-class ReplicationError(Exception):
+class ReplicationError(VectorizerError):
     """The server refused a replication command or ended the stream."""
+
+
+class StreamSettingsError(ReplicationError, ValueError):
+    """A slot name or publication list the server would refuse."""
 
 
 class CreatedSlot(NamedTuple):
@@ -110,9 +102,9 @@ class ReplicationStream:
         status_interval: float = 10.0,
     ) -> None:
         if not _SLOT_NAME.fullmatch(slot_name):
-            raise ValueError(f"slot_name: use 1-63 lower-case letters, digits or '_', got {slot_name!r}")
+            raise StreamSettingsError(f"slot_name: use 1-63 lower-case letters, digits or '_', got {slot_name!r}")
         if not publication_names:
-            raise ValueError("publication_names: at least one publication is needed")
+            raise StreamSettingsError("publication_names: at least one publication is needed")
         self._pg = pgconn
         self.slot_name = slot_name
         self.publication_names = tuple(publication_names)
@@ -184,7 +176,8 @@ class ReplicationStream:
         result = self._command(sql)
         lsn_text = result.get_value(0, 1)
         name = result.get_value(0, 2)
-        assert lsn_text is not None
+        if lsn_text is None:
+            raise ReplicationError(f"CREATE_REPLICATION_SLOT {self.slot_name} returned no consistent point")
         return CreatedSlot(parse_lsn(lsn_text.decode()), name.decode() if name else None)
 
     def start(self, start_lsn: Lsn = 0) -> None:
@@ -245,7 +238,7 @@ class ReplicationStream:
         pg = self._pg
         out: list[XLogData] = []
         append = out.append
-        unpack = _XLOG_HEADER.unpack_from
+        decode = decode_replication_message
         deadline = time.monotonic() + timeout
         linger_until = 0.0
         tried_socket = False
@@ -253,18 +246,17 @@ class ReplicationStream:
             nbytes, data = pg.get_copy_data(1)
             if nbytes > 0:
                 tried_socket = False
-                tag = data[0]
-                if tag == 0x77:  # 'w' XLogData
-                    start, end, sent = unpack(data, 1)
-                    if not out and linger > 0:
-                        linger_until = time.monotonic() + linger
-                    append(XLogData(start, end, sent, data[25:]))
-                    self._received_lsn = max(self._received_lsn, start)
-                elif tag == 0x6B:  # 'k' Primary keepalive: wal end, send time, reply flag
-                    wal_end = int.from_bytes(data[1:9], "big")
-                    self._wal_end = max(self._wal_end, wal_end)
-                    if data[17]:
-                        self._send_status()
+                match decode(data):
+                    case XLogData() as xlog:
+                        if not out and linger > 0:
+                            linger_until = time.monotonic() + linger
+                        append(xlog)
+                        if xlog.start_lsn > self._received_lsn:
+                            self._received_lsn = xlog.start_lsn
+                    case PrimaryKeepalive() as keepalive:
+                        self._wal_end = max(self._wal_end, keepalive.wal_end)
+                        if keepalive.reply_requested:
+                            self._send_status()
                 continue
             if nbytes == -1:
                 if out:  # hand over what arrived; the next call reports the end

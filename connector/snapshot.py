@@ -50,21 +50,25 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg import sql
 
-from connector.events import TRUNCATE_KEY, Record, TableId, TxnInfo, row_record
 from connector.lsn import format_lsn
 from connector.pgoutput import Type
 from connector.publisher import AckGroup, Publisher
 from connector.state import StateStore
 from connector.values import SESSION_OPTIONS, ValueRenderer
+from pgai_orm.errors import VectorizerError
+from pgai_orm.events import Transaction, Truncate, canonical_key, encode_row_change
 
-__all__ = ["SnapshotJob", "SnapshotRunner", "TableReader", "import_snapshot"]
+__all__ = ["SnapshotJob", "SnapshotRunner", "SnapshotSourceError", "TableReader", "import_snapshot"]
 
 logger = logging.getLogger(__name__)
 _FIRST_USER_OID = 16384  # FirstNormalObjectId: pgoutput sends a Type message for these
+
+
+class SnapshotSourceError(VectorizerError, LookupError):
+    """The table to snapshot, or one of its key columns, is not in the snapshot."""
 
 
 def import_snapshot(database_url: str, snapshot_name: str) -> psycopg.Connection[Any]:
@@ -103,7 +107,7 @@ class TableReader:
             (schema, table),
         ).fetchall()
         if not rows:
-            raise LookupError(f"table {schema}.{table} not found in the snapshot")
+            raise SnapshotSourceError(f"table {schema}.{table} not found in the snapshot")
         self.columns: list[tuple[str, int]] = [(r[0], int(r[1])) for r in rows]
         for _name, oid, typname, nspname in rows:
             if oid >= _FIRST_USER_OID:
@@ -111,7 +115,7 @@ class TableReader:
         names = [c[0] for c in self.columns]
         missing = [k for k in self.key_columns if k not in names]
         if missing:
-            raise LookupError(f"key columns {missing} not in {schema}.{table}")
+            raise SnapshotSourceError(f"key columns {missing} not in {schema}.{table}")
         self._key_idx = [names.index(k) for k in self.key_columns]
 
     def estimate_rows(self) -> int:
@@ -130,7 +134,7 @@ class TableReader:
             for i, (name, _) in enumerate(self.columns)
         )
         keys = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in self.key_columns)
-        where = sql.SQL("")
+        where: sql.Composable = sql.SQL("")
         if resume:
             params = sql.SQL(", ").join(sql.Placeholder() for _ in self.key_columns)
             where = sql.SQL(" WHERE ({}) > ({})").format(keys, params)
@@ -179,10 +183,6 @@ class SnapshotJob:
     #: re-snapshot after the broker lost the topic must also remove rows deleted meanwhile
     truncate_first: bool = False
 
-    @property
-    def table_id(self) -> TableId:
-        return (self.schema, self.table)
-
 
 class SnapshotRunner(threading.Thread):
     """Publishes the snapshot of ``jobs`` from ``conn`` (already inside the imported snapshot)."""
@@ -209,8 +209,11 @@ class SnapshotRunner(threading.Thread):
         self.error: BaseException | None = None
         self._halt = threading.Event()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the chunk in flight and wait (up to ``timeout``) for the thread to end."""
         self._halt.set()
+        if self.is_alive():
+            self.join(timeout)
 
     def run(self) -> None:
         try:
@@ -220,13 +223,13 @@ class SnapshotRunner(threading.Thread):
                     if self._halt.is_set():
                         return
                     self._run_job(job, state)
-        except BaseException as exc:  # noqa: BLE001 (reported to the main loop, which restarts)
+        except BaseException as exc:  # reported to the main loop, which restarts
             logger.exception("snapshot failed")
             self.error = exc
         finally:
             try:
                 self.conn.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 (the connection may be broken already; nothing to report)
                 pass
 
     def _settle(self, job: SnapshotJob, state: StateStore,
@@ -238,18 +241,12 @@ class SnapshotRunner(threading.Thread):
         if self.on_progress:
             self.on_progress(job, rows)
 
-    def _send_truncate(self, job: SnapshotJob, txn: TxnInfo) -> None:
+    def _send_truncate(self, job: SnapshotJob) -> None:
         """Processors remove every row applied below the truncate's LSN; the snapshot's ``read``
         events (at ``read_lsn``) and later streamed changes stay above it."""
-        value = orjson.dumps({
-            "op": "truncate", "lsn": job.read_lsn - 1, "commit_lsn": job.commit_lsn,
-            "commit_time": None, "xid": None, "schema": job.schema, "table": job.table,
-            "key": None, "row": None, "unchanged_toast": [],
-        })
+        truncate = Truncate(job.read_lsn - 1, Transaction(job.commit_lsn), job.schema, job.table)
         group = AckGroup()
-        for partition in self.publisher.partitions_for(job.topic):
-            self.publisher.send_grouped(job.topic, TRUNCATE_KEY, value, group, partition)
-        self.publisher.drain()
+        self.publisher.send_truncate(job.topic, truncate, group)
         self.publisher.wait(group)
         logger.info("re-snapshot of %s.%s: truncate sent below %s", job.schema, job.table,
                     format_lsn(job.read_lsn))
@@ -258,7 +255,7 @@ class SnapshotRunner(threading.Thread):
         reader = TableReader(self.conn, job.schema, job.table, job.key_columns)
         if job.rows_total is None:
             job.rows_total = reader.estimate_rows()
-        txn = TxnInfo(job.commit_lsn, None, None)
+        txn = Transaction(job.commit_lsn)  # a read event has no commit time or xid
         logger.info(
             "snapshot of %s.%s at %s (read lsn %s) starts after %r",
             job.schema, job.table, format_lsn(job.commit_lsn), format_lsn(job.read_lsn), job.after,
@@ -266,15 +263,15 @@ class SnapshotRunner(threading.Thread):
         # One chunk in flight while the next is read and sent: a chunk's progress is recorded
         # once Kafka acknowledged it, and always after the chunk before it.
         if job.truncate_first and job.after is None:
-            self._send_truncate(job, txn)
+            self._send_truncate(job)
         in_flight: tuple[AckGroup, list[str | None], int] | None = None
         for chunk in reader.chunks(job.after, self.chunk_rows):
             if self._halt.is_set():
                 return
             group = AckGroup()
             for key, row, _texts in chunk:
-                record: Record = row_record("read", job.read_lsn, txn, job.table_id, key, row)
-                self.publisher.send_grouped(job.topic, record.key, record.value, group)
+                value = encode_row_change("read", job.read_lsn, txn, job.schema, job.table, key, row)
+                self.publisher.send_grouped(job.topic, canonical_key(key), value, group)
             self.publisher.drain()
             if in_flight is not None:
                 self._settle(job, state, *in_flight)

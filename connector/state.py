@@ -18,6 +18,9 @@ LSN the connector confirmed (for ``status()``; the slot itself is the truth for 
   row whose event Kafka acknowledged; an interrupted snapshot resumes after it.
 * ``topic``, ``topic_id``: the topic and the id the broker gave it; a different or missing id
   means the broker lost it and the table is snapshotted again.
+
+Their DDL is part of the catalog install (:func:`pgai_orm.catalog.ensure_catalog`); this module
+is the one writer of their rows.
 """
 
 from __future__ import annotations
@@ -30,31 +33,7 @@ import psycopg
 
 from connector.lsn import format_lsn, parse_lsn
 
-__all__ = ["StateStore", "TableState"]
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS vectorizer.connector_state (
-    slot_name      text PRIMARY KEY,
-    cluster_id     text,
-    confirmed_lsn  pg_lsn,
-    updated_at     timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS vectorizer.connector_tables (
-    slot_name        text NOT NULL,
-    source_schema    name NOT NULL,
-    source_table     name NOT NULL,
-    topic            text NOT NULL,
-    topic_id         text,
-    status           text NOT NULL CHECK (status IN ('snapshotting', 'streaming')),
-    stream_from_lsn  pg_lsn NOT NULL,
-    snapshot_lsn     pg_lsn,
-    snapshot_after   jsonb,
-    rows_done        bigint NOT NULL DEFAULT 0,
-    rows_total       bigint,
-    updated_at       timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (slot_name, source_schema, source_table)
-);
-"""
+__all__ = ["StateStore", "TableState", "state_exists"]
 
 
 @dataclass(slots=True)
@@ -75,6 +54,12 @@ class TableState:
         return (self.schema, self.table)
 
 
+def state_exists(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the database has the state tables (``status()`` reads, it never installs)."""
+    row = conn.execute("SELECT to_regclass('vectorizer.connector_tables') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
 def _lsn(value: Any) -> int | None:
     return None if value is None else parse_lsn(str(value))
 
@@ -85,10 +70,6 @@ class StateStore:
     def __init__(self, conn: psycopg.Connection[Any], slot_name: str) -> None:
         self._conn = conn
         self.slot_name = slot_name
-
-    def ensure(self) -> None:
-        """Create the tables (the catalog schema must exist)."""
-        self._conn.execute(_DDL)
 
     def tables(self) -> dict[tuple[str, str], TableState]:
         rows = self._conn.execute(
@@ -157,13 +138,6 @@ class StateStore:
         self._conn.execute(
             "DELETE FROM vectorizer.connector_tables WHERE slot_name = %s", (self.slot_name,)
         )
-
-    def cluster_id(self) -> str | None:
-        row = self._conn.execute(
-            "SELECT cluster_id FROM vectorizer.connector_state WHERE slot_name = %s",
-            (self.slot_name,),
-        ).fetchone()
-        return row[0] if row else None
 
     def save_slot(self, *, cluster_id: str | None = None, confirmed_lsn: int | None = None) -> None:
         self._conn.execute(

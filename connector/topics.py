@@ -1,4 +1,6 @@
-"""Topic names and topic administration: one log-compacted topic per source table.
+"""Topic administration: one log-compacted topic per source table.
+
+Topic names are made by :func:`pgai_orm.names.topic_name` (the workers must compute the same).
 
 Why the connector creates topics itself instead of relying on broker auto-creation: an
 auto-created topic gets the broker's default partition count and no ``cleanup.policy=compact``,
@@ -14,35 +16,26 @@ The cluster id alone cannot tell: Tansu reports the same ``tansu_cluster`` after
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Iterable
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-__all__ = ["TopicAdmin", "topic_name"]
+from pgai_orm.errors import VectorizerError
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_MAX_LEN = 249  # Kafka's limit for topic names
+__all__ = ["MAX_MESSAGE_BYTES", "TopicAdmin", "TopicCreationError", "TopicSettingsError"]
+
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """Largest event a topic accepts (and the producer sends): a row of up to ~16 MiB of JSON."""
 
 
-def topic_name(prefix: str, database: str, schema: str, table: str) -> str:
-    """``<prefix>.<database>.<schema>.<table>``, made safe for Kafka.
+class TopicSettingsError(VectorizerError, ValueError):
+    """A partition count or replication factor Kafka cannot create a topic with."""
 
-    Characters outside ``[A-Za-z0-9._-]`` become ``_`` and the name then gets
-    ``-<8 hex of sha1(original)>``, so ``a b`` and ``a_b`` never share a topic; names over 249
-    characters are cut and get the same suffix. The processors import this function.
-    """
-    original = f"{prefix}.{database}.{schema}.{table}"
-    safe = _UNSAFE.sub("_", original)
-    if safe == original and len(safe) <= _MAX_LEN:
-        return safe
-    suffix = "-" + hashlib.sha1(original.encode("utf-8")).hexdigest()[:8]
-    return safe[: _MAX_LEN - len(suffix)] + suffix
+
+class TopicCreationError(VectorizerError, RuntimeError):
+    """The broker accepted a topic's creation but does not report the topic."""
 
 
 class TopicAdmin:
@@ -57,9 +50,9 @@ class TopicAdmin:
         request_timeout_ms: int = 10_000,
     ) -> None:
         if partitions < 1:
-            raise ValueError(f"partitions: must be >= 1, got {partitions}")
+            raise TopicSettingsError(f"partitions: must be >= 1, got {partitions}")
         if replication_factor < 1:
-            raise ValueError(f"replication_factor: must be >= 1, got {replication_factor}")
+            raise TopicSettingsError(f"replication_factor: must be >= 1, got {replication_factor}")
         self.partitions = partitions
         self.replication_factor = replication_factor
         self._admin = KafkaAdminClient(
@@ -106,7 +99,7 @@ class TopicAdmin:
             pass
         topic_id = self.topic_ids([name]).get(name)
         if topic_id is None:
-            raise RuntimeError(f"topic {name!r} does not exist right after creating it")
+            raise TopicCreationError(f"topic {name!r} does not exist right after creating it")
         return topic_id
 
     def delete(self, names: Iterable[str]) -> None:

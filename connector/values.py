@@ -51,8 +51,17 @@ from typing import Any
 import orjson
 
 from connector.pgoutput import UNCHANGED_TOAST, Column, Type, Value
+from pgai_orm.errors import InvariantError, VectorizerError
 
-__all__ = ["SESSION_OPTIONS", "Renderer", "ValueRenderer", "parse_array", "render_value"]
+__all__ = [
+    "SESSION_OPTIONS",
+    "ArrayLiteralError",
+    "BinaryValueError",
+    "Renderer",
+    "ValueRenderer",
+    "parse_array",
+    "render_value",
+]
 
 SESSION_OPTIONS = (
     "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 "
@@ -61,6 +70,14 @@ SESSION_OPTIONS = (
 """Libpq ``options`` the renderer assumes: any connection whose text it renders must use them."""
 
 Renderer = Callable[[str], Any]
+
+
+class ArrayLiteralError(VectorizerError, ValueError):
+    """Text that is not a Postgres array literal."""
+
+
+class BinaryValueError(VectorizerError, TypeError):
+    """A column sent in binary format: the stream must run without pgoutput's ``binary``."""
 
 # --- scalar renderers ---------------------------------------------------------------------------
 
@@ -163,7 +180,7 @@ def parse_array(text: str, element: Renderer = _text, delimiter: str = ",") -> l
     if text.startswith("["):  # explicit bounds, e.g. "[0:1]={1,2}"
         text = text[text.index("=") + 1 :]
     if not (text.startswith("{") and text.endswith("}")):
-        raise ValueError(f"not an array literal: {text!r}")
+        raise ArrayLiteralError(f"not an array literal: {text!r}")
     if '"' not in text and "\\" not in text and text.count("{") == 1 and text.count("}") == 1:
         inner = text[1:-1]  # flat and plain: the fast path
         if not inner:
@@ -175,9 +192,9 @@ def parse_array(text: str, element: Renderer = _text, delimiter: str = ",") -> l
     try:
         items, end = _parse_level(text, 0, element, delimiter, _unquoted(delimiter))
     except IndexError:
-        raise ValueError(f"array literal ends too early: {text!r}") from None
+        raise ArrayLiteralError(f"array literal ends too early: {text!r}") from None
     if text[end:].strip():
-        raise ValueError(f"trailing characters after array literal: {text!r}")
+        raise ArrayLiteralError(f"trailing characters after array literal: {text!r}")
     return items
 
 
@@ -186,7 +203,7 @@ def _parse_level(
 ) -> tuple[list[Any], int]:
     """Parse one ``{...}`` starting at ``pos``; return its items and the position after ``}``."""
     if text[pos] != "{":
-        raise ValueError(f"expected '{{' at {pos} in array literal {text!r}")
+        raise ArrayLiteralError(f"expected '{{' at {pos} in array literal {text!r}")
     pos += 1
     items: list[Any] = []
     if text[pos] == "}":
@@ -199,12 +216,13 @@ def _parse_level(
         elif char == '"':
             match = _QUOTED.match(text, pos)
             if match is None:
-                raise ValueError(f"unterminated quoted element at {pos} in {text!r}")
+                raise ArrayLiteralError(f"unterminated quoted element at {pos} in {text!r}")
             items.append(element(_UNESCAPE.sub(r"\1", match.group(1))))
             pos = match.end()
         else:
             match = unquoted.match(text, pos)
-            assert match is not None  # the pattern matches the empty string
+            if match is None:  # the pattern matches the empty string: never
+                raise InvariantError(f"array element pattern failed at {pos} in {text!r}")
             token = match.group(0).strip()
             pos = match.end()
             items.append(None if token.upper() == "NULL" else element(token))
@@ -217,7 +235,7 @@ def _parse_level(
         elif text[pos] == "}":
             return items, pos + 1
         else:
-            raise ValueError(f"unexpected {text[pos]!r} at {pos} in array literal {text!r}")
+            raise ArrayLiteralError(f"unexpected {text[pos]!r} at {pos} in array literal {text!r}")
 
 
 def _array_of(element: Renderer, delimiter: str = ",") -> Renderer:
@@ -329,7 +347,7 @@ class ValueRenderer:
             elif type(value) is str:
                 row[column.name] = renderers.get(column.type_oid, _text)(value)
             else:
-                raise TypeError(
+                raise BinaryValueError(
                     f"column {column.name!r}: binary-format values are not rendered; "
                     "stream without the 'binary' option"
                 )

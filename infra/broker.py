@@ -14,9 +14,11 @@ from pathlib import Path
 
 import psutil
 
-from infra._process import log_tail, pid_alive, terminate
+from infra._process import log_tail, terminate
 from infra.errors import BinaryNotFoundError, PortInUseError, ServiceStartError
-from infra.ports import LOCALHOST, free_port, port_is_free, wait_until
+from infra.ports import LOCALHOST, free_port, port_is_free
+from pgai_orm.runtime.processes import pid_alive
+from pgai_orm.runtime.waiting import wait_until
 
 START_TIMEOUT_S = 30.0
 #: How often a start is retried on a fresh port when the chosen one was taken meanwhile.

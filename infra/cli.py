@@ -22,9 +22,9 @@ from infra.stack import STATE_DIR_ENV, EmbeddedStack
 PLUGIN_COMMANDS: tuple[str, ...] = (
     "connector.cli:connector_command",
     "processors.cli:worker_command",
-    "infra.status:status_command",
-    "infra.status:errors_command",
-    "infra.status:replay_command",
+    "infra.ops.commands:status_command",
+    "infra.ops.commands:errors_command",
+    "infra.ops.commands:replay_command",
     "infra.demo:demo_command",
 )
 
@@ -62,9 +62,10 @@ def _fail(exc: InfraError) -> None:
     raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _stack(ctx: click.Context, **kwargs: object) -> EmbeddedStack:
+def _stack(ctx: click.Context, pg_port: int | None = None,
+           kafka_port: int | None = None) -> EmbeddedStack:
     try:
-        return EmbeddedStack(ctx.obj, **kwargs)  # type: ignore[arg-type]
+        return EmbeddedStack(ctx.obj, pg_port=pg_port, kafka_port=kafka_port)
     except InfraError as exc:
         _fail(exc)
         raise  # unreachable: _fail raises

@@ -33,14 +33,20 @@ from typing import Any
 
 import click
 
+from pgai_orm.errors import VectorizerError
+
 __all__ = ["CONFIG_ENV", "ConfigFileError", "default_map"]
 
 #: Environment variable naming the file (what ``--config`` reads when not given).
 CONFIG_ENV = "VECTORIZER_CONFIG"
 
 
-class ConfigFileError(click.ClickException):
-    """The configuration file cannot be read or names something that does not exist."""
+class ConfigFileError(VectorizerError, click.ClickException):
+    """The configuration file cannot be read or names something that does not exist.
+
+    A ``ClickException``, so the CLI prints it as one line; a ``VectorizerError`` like every
+    error the project raises on purpose.
+    """
 
 
 def _key(name: str) -> str:

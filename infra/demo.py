@@ -8,45 +8,37 @@ searches through the ORM, changes and deletes rows and measures how long the sto
 follow, and stops everything it started (``--keep-running`` leaves it up and says how to connect).
 
 The services are launched exactly as a user would launch them (the ``vectorizer`` CLI, settings
-through ``DATABASE_URL``/``KAFKA_BOOTSTRAP_SERVERS``), so the demo exercises the same code paths
-as a deployment. ``bench/e2e.py`` reuses :class:`PipelineServices` for the same reason.
+through ``DATABASE_URL``/``KAFKA_BOOTSTRAP_SERVERS``) by :mod:`infra.services`, so the demo
+exercises the same code paths as a deployment; the benchmarks use that module too.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
-import psutil
 import psycopg
 from psycopg import sql
 
 from infra import pgadmin
 from infra.corpus import Document, describe_corpus, load_corpus
 from infra.errors import InfraError
+from infra.services import PipelineServices, record, stop_recorded
 from infra.stack import EmbeddedStack
-from infra.urls import libpq_url, sqlalchemy_url, with_database
+from infra.urls import libpq_url, sqlalchemy_url
+from pgai_orm.errors import InvariantError
+from pgai_orm.runtime.waiting import wait_until
 
 DEMO_DATABASE = "vectorizer_demo"
-DEMO_STATE_FILE = "demo.json"
-#: Set on every process the demo starts, so a test (or a person) can find leftovers.
-DEMO_MARK_ENV = "VECTORIZER_DEMO_STATE_DIR"
-#: Runs the ``vectorizer`` click group with the interpreter of this process, wherever the
-#: console script was installed (or not).
-_LAUNCH = "import sys; from infra.cli import main; sys.exit(main(prog_name='vectorizer'))"
-#: Embedded-broker settings (DESIGN.md: a group join takes half the session timeout).
-_DEV_WORKER_ARGS = ("--session-timeout", "3", "--poll-interval", "1", "--batch-within", "0.2")
 
 QUERIES = (
     "handling errors with try, except and finally",
@@ -59,148 +51,6 @@ QUERIES = (
 def say(text: str = "") -> None:
     """One line of narration (stdout; progress bars go to stderr)."""
     click.echo(text)
-
-
-# -- services ----------------------------------------------------------------------------------
-
-@dataclass
-class Service:
-    """A ``vectorizer <subcommand>`` subprocess with its log file, in its own process group."""
-
-    name: str
-    args: list[str]
-    log_path: Path
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            # start_new_session: Ctrl-C in the terminal reaches only the demo, which then stops
-            # the services in order; the group lets stop() reap a supervisor's children too.
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _LAUNCH, *self.args], stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, start_new_session=True)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, timeout: float = 45.0) -> None:
-        """SIGTERM and wait (workers finish their batch and commit), then kill what is left."""
-        if self.process is None:
-            return
-        stop_group(self.process.pid, timeout, self.process)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "<no log>"
-
-
-def stop_group(pid: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Stop the process group led by ``pid``: SIGTERM the leader, then SIGKILL the group."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            break
-        if process is None and not _alive(pid):
-            break
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # leftovers of the group (a supervisor's children)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if process is not None:
-        process.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-@dataclass
-class PipelineServices:
-    """The connector and ``workers`` worker supervisors against one database and broker."""
-
-    database_url: str
-    bootstrap_servers: str
-    log_dir: Path
-    workers: int = 1
-    mark: str = ""
-    extra_worker_args: tuple[str, ...] = _DEV_WORKER_ARGS
-    services: list[Service] = field(default_factory=list)
-
-    def _env(self) -> dict[str, str]:
-        # A private temp dir: faust keeps per-group data under it, and two demos (or a demo and
-        # the tests) on one machine must not share or delete each other's.
-        tmp = self.log_dir / "tmp"
-        (tmp / "vectorizer-faust").mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update({"DATABASE_URL": self.database_url,
-                    "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
-                    "VECTORIZER_SESSION_TIMEOUT": "3",
-                    "TMPDIR": str(tmp),
-                    DEMO_MARK_ENV: self.mark or str(self.log_dir)})
-        return env
-
-    def start(self) -> None:
-        env = self._env()
-        self.services.append(Service("connector", ["connector"], self.log_dir / "connector.log", env))
-        for i in range(self.workers):
-            self.services.append(Service(f"worker-{i + 1}", ["worker", *self.extra_worker_args],
-                                         self.log_dir / f"worker-{i + 1}.log", env))
-        for service in self.services:
-            service.start()
-
-    def check_alive(self) -> None:
-        """Raise with the log tail when a service exited (a demo must not hang on a dead one)."""
-        for service in self.services:
-            if not service.running():
-                code = service.process.returncode if service.process else None
-                raise click.ClickException(
-                    f"{service.name} exited with status {code}; the end of {service.log_path}:\n"
-                    f"{service.log_tail()}")
-
-    def stop(self) -> None:
-        # Workers first: they commit what they hold; the connector then stops publishing.
-        for service in reversed(self.services):
-            service.stop()
-
-    def pids(self) -> dict[str, int]:
-        return {s.name: s.pid for s in self.services if s.pid is not None}
-
-
-def stop_recorded(state_dir: Path) -> list[str]:
-    """Stop services a previous ``--keep-running`` demo left (pids in ``demo.json``)."""
-    path = state_dir / DEMO_STATE_FILE
-    try:
-        recorded = json.loads(path.read_text()).get("services", {})
-    except (OSError, ValueError):
-        return []
-    stopped = []
-    for name, pid in recorded.items():
-        try:
-            proc = psutil.Process(int(pid))
-            ours = proc.environ().get(DEMO_MARK_ENV) == str(state_dir)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if ours:
-            stop_group(int(pid), 45.0)
-            stopped.append(name)
-    path.unlink(missing_ok=True)
-    return stopped
 
 
 # -- database steps -----------------------------------------------------------------------------
@@ -240,7 +90,8 @@ def read_vectorizer(conn: psycopg.Connection) -> DemoVectorizer:
         "       view_schema || '.' || view_table, publication_name"
         "  FROM vectorizer.vectorizers WHERE source_table = 'blog_posts'"
     ).fetchone()
-    assert row is not None, "the demo migration created no vectorizer"
+    if row is None:
+        raise InvariantError("the demo migration created no vectorizer")
     return DemoVectorizer(*row)
 
 
@@ -249,12 +100,11 @@ def insert_documents(conn: psycopg.Connection, docs: list[Document], start: date
     """Insert in small committed batches (yielding the count) so the stream starts at once."""
     for offset in range(0, len(docs), batch):
         part = docs[offset: offset + batch]
-        with conn.transaction():
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO blog_posts (id, title, content, published_at) VALUES (%s, %s, %s, %s)",
-                    [(offset + i + 1, d.title, d.content, start + timedelta(hours=offset + i))
-                     for i, d in enumerate(part)])
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO blog_posts (id, title, content, published_at) VALUES (%s, %s, %s, %s)",
+                [(offset + i + 1, d.title, d.content, start + timedelta(hours=offset + i))
+                 for i, d in enumerate(part)])
         yield len(part)
 
 
@@ -287,13 +137,19 @@ def stored_text(conn: psycopg.Connection, vz: DemoVectorizer, post_id: int) -> t
 
 def wait_for(condition: Callable[[], bool], timeout: float, services: PipelineServices,
              what: str, interval: float = 0.02) -> float:
-    """Poll ``condition`` until true; return the seconds it took (fail clearly on timeout)."""
-    started = time.monotonic()
-    while not condition():
+    """Poll ``condition`` until true; return the seconds it took (fail clearly on timeout).
+
+    A service that exited fails the wait at once, with its log tail.
+    """
+    def holds() -> bool:
+        if condition():
+            return True
         services.check_alive()
-        if time.monotonic() - started > timeout:
-            raise click.ClickException(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+        return False
+
+    started = time.monotonic()
+    if not wait_until(holds, timeout, interval):
+        raise click.ClickException(f"timed out after {timeout:.0f}s waiting for {what}")
     return time.monotonic() - started
 
 
@@ -329,17 +185,19 @@ def load_and_embed(conn: psycopg.Connection, vz: DemoVectorizer, docs: list[Docu
             embedded.refresh()
             return rows
 
+        def all_embedded() -> bool:
+            if refresh() >= len(docs):
+                return True
+            services.check_alive()
+            return False
+
         for count in insert_documents(conn, docs, base):
             inserted.update(count)
             refresh()
-        deadline = started + timeout
-        while refresh() < len(docs):
-            services.check_alive()
-            if time.monotonic() > deadline:
-                raise click.ClickException(
-                    f"only {embedded.n} of {len(docs)} rows embedded after {timeout:.0f}s; "
-                    f"see the logs in {services.log_dir}")
-            time.sleep(0.2)
+        if not wait_until(all_embedded, started + timeout - time.monotonic(), 0.2):
+            raise click.ClickException(
+                f"only {embedded.n} of {len(docs)} rows embedded after {timeout:.0f}s; "
+                f"see the logs in {services.log_dir}")
     return time.monotonic() - started
 
 
@@ -459,7 +317,7 @@ def run_demo(state_dir: Path, documents: int | None, workers: int, keep_running:
 
         if keep_running:
             keep = True
-            (state_dir / DEMO_STATE_FILE).write_text(json.dumps({"services": services.pids()}) + "\n")
+            record(state_dir, services)
             say("\n[7] Everything keeps running (--keep-running). Connect with:")
             say(f"    export DATABASE_URL={database_url}")
             say(f"    export KAFKA_BOOTSTRAP_SERVERS={info.kafka_bootstrap_servers}")

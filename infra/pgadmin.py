@@ -7,7 +7,6 @@ All identifiers go through ``psycopg.sql``; nothing user-supplied is formatted i
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,9 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
+from infra.errors import SlotBusyError
 from infra.urls import with_database
+from pgai_orm.runtime.waiting import wait_until
 
 _SLOT_RELEASE_TIMEOUT_S = 10.0
 
@@ -43,17 +44,21 @@ def drop_logical_slots(url: str, database: str | None = None) -> list[str]:
 
 
 def _wait_slot_inactive(conn: psycopg.Connection, slot_name: str) -> None:
-    deadline = time.monotonic() + _SLOT_RELEASE_TIMEOUT_S
-    while True:
+    holder: int | None = None
+
+    def released() -> bool:
+        nonlocal holder
         row = conn.execute(
             "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot_name,)
         ).fetchone()
-        if row is None or row[0] is None:
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"replication slot {slot_name!r} still held by pid {row[0]}")
-        conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
-        time.sleep(0.05)
+        holder = None if row is None else row[0]
+        if holder is None:
+            return True
+        conn.execute("SELECT pg_terminate_backend(%s)", (holder,))
+        return False
+
+    if not wait_until(released, _SLOT_RELEASE_TIMEOUT_S):
+        raise SlotBusyError(f"replication slot {slot_name!r} still held by pid {holder}")
 
 
 def create_database(url: str, name: str, extensions: tuple[str, ...] = ("vector",)) -> str:

@@ -1,4 +1,4 @@
-"""Free-port discovery and readiness polling for services bound to 127.0.0.1.
+"""Free-port discovery and port checks for services bound to 127.0.0.1.
 
 Both services take their port on the command line, so we pick a free one first; there is a
 small window in which another process could take it, and the caller reports that as a start
@@ -8,8 +8,6 @@ failure with the service log rather than retrying blindly.
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable
 
 LOCALHOST = "127.0.0.1"
 
@@ -43,25 +41,3 @@ def port_accepts(port: int, host: str = LOCALHOST, timeout: float = 0.2) -> bool
             return True
     except OSError:
         return False
-
-
-def wait_until(
-    condition: Callable[[], bool],
-    timeout: float,
-    interval: float = 0.05,
-    abort: Callable[[], bool] | None = None,
-) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass.
-
-    ``abort`` is checked on every round so a crashed child process ends the wait at once
-    instead of burning the whole timeout. Returns whether the condition held.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        if abort is not None and abort():
-            return False
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)

@@ -21,10 +21,12 @@ from pathlib import Path
 import psycopg
 
 from infra import pgadmin
-from infra._process import RunAs, log_tail, make_traversable, pid_alive, service_user, terminate
+from infra._process import RunAs, log_tail, make_traversable, service_user, terminate
 from infra.errors import BinaryNotFoundError, PortInUseError, ServiceStartError, ServiceStopError
-from infra.ports import LOCALHOST, free_port, port_is_free, wait_until
+from infra.ports import LOCALHOST, free_port, port_is_free
 from infra.urls import postgres_url
+from pgai_orm.runtime.processes import pid_alive
+from pgai_orm.runtime.waiting import wait_until
 
 SUPERUSER = "postgres"
 #: Points at another PostgreSQL ``bin`` folder (it needs pgvector and pgoutput, like the wheel's).
@@ -138,7 +140,7 @@ class EmbeddedPostgres:
     def _run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             args, capture_output=True, text=True, timeout=timeout, cwd=self.root_dir,
-            **self._run_as.popen_kwargs(),  # type: ignore[arg-type]
+            **self._run_as.popen_kwargs(),
         )
 
     def init(self) -> None:

@@ -6,12 +6,12 @@ driver in the scheme and tests want the same server with another database name.
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-def _split_postgres(url: str):  # type: ignore[no-untyped-def]
+def _split_postgres(url: str) -> SplitResult:
     parts = urlsplit(url)
     base_scheme = parts.scheme.split("+", 1)[0]
     if base_scheme not in _POSTGRES_SCHEMES:

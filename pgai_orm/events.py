@@ -62,7 +62,7 @@ def _dumps(obj: Any, option: int = 0) -> bytes:
 
 def canonical_key(key: Mapping[str, Any]) -> bytes:
     """The primary key as canonical JSON: the Kafka key, and ``applied_state.pk``."""
-    return _dumps(dict(key), _SORT)
+    return _dumps(key if type(key) is dict else dict(key), _SORT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,7 @@ def encode_row_change(op: str, lsn: int, txn: Transaction, schema: str, table: s
         "table": table,
         "key": key,
         "row": row,
-        "unchanged_toast": list(unchanged_toast),
+        "unchanged_toast": unchanged_toast if type(unchanged_toast) is list else list(unchanged_toast),
     })
 
 

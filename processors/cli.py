@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 import click
 import psycopg
 
-from infra.logs import LOG_FORMATS, install_json_hooks, logging_config, setup_logging
 from pgai_orm.catalog import catalog_exists, ensure_catalog
 from pgai_orm.catalog import errors as catalog_errors
 from pgai_orm.catalog.versions import served_versions
 from pgai_orm.errors import InvariantError
+from pgai_orm.runtime.logs import LOG_FORMATS, install_json_hooks, logging_config, setup_logging
+from pgai_orm.runtime.processes import stop_process
 from processors.metrics import MULTIPROC_ENV, SupervisorMetrics
 
 logger = logging.getLogger("processors.worker")
@@ -130,12 +131,7 @@ class Supervisor:
 
     def _stop(self, child: _Child) -> None:
         if child.process.poll() is None:
-            child.process.terminate()
-            try:
-                child.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+            stop_process(child.process.pid, 30, process=child.process)
         self._reaped(child)
         logger.info("stopped worker pid %d (vectorizer %d version %d)",
                     child.process.pid, child.key[0], child.key[1])

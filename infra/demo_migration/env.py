@@ -4,11 +4,14 @@
 autogenerate away from the embedding stores, which the vectorizer (not the models) owns.
 """
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy import create_engine
 
 from infra.demo_migration.models import Base
 from pgai_orm.alembic import register_operations
+from pgai_orm.errors import InvariantError
 
 register_operations()
 
@@ -16,7 +19,8 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool,
+                   compare_to: Any) -> bool:
     if type_ == "table":
         qualified = f"{obj.schema}.{name}" if obj.schema else name
         if qualified in target_metadata.info.get("pgai_managed_tables", set()):
@@ -33,7 +37,10 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise InvariantError("the demo migration runs with sqlalchemy.url set (infra.demo sets it)")
+    engine = create_engine(url)
     try:
         with engine.connect() as connection:
             context.configure(connection=connection, target_metadata=target_metadata,

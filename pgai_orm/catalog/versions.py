@@ -16,11 +16,17 @@ from typing import Any
 
 import orjson
 
+from pgai_orm.configuration import VectorizerConfig
+from pgai_orm.errors import InvariantError
+
 __all__ = [
     "ACTIVATE_VERSION_SQL",
+    "CONTENT_KEYS",
     "SET_REPLAY_TARGET_SQL",
     "VERSION_PROGRESS_SQL",
+    "ReplayVersion",
     "VersionSource",
+    "create_replay_version",
     "load_version_source",
     "replay_target_json",
     "served_versions",
@@ -86,3 +92,52 @@ def load_version_source(conn: Any, vectorizer_id: int, version: int) -> VersionS
 def replay_target_json(marks: dict[int, int]) -> str:
     """The stored form of a replay target: ``{"<partition>": <offset>}``."""
     return orjson.dumps({str(p): o for p, o in marks.items()}).decode()
+
+
+#: The parts of a config whose change means "re-embed": ``vectorizer.alter_vectorizer`` makes a
+#: new version (and store) when its patch names one of them (catalog.sql tests the same list).
+CONTENT_KEYS = ("embedding", "chunking", "formatting", "loading")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayVersion:
+    """The version ``replay`` created: a copy of the serving one, with a fresh store."""
+
+    serving: int
+    version: int
+    store: str
+
+
+def create_replay_version(conn: Any, name: str) -> ReplayVersion | None:
+    """Make a new config version identical to the serving one of vectorizer ``name`` (None when
+    there is no such vectorizer), inside the caller's transaction.
+
+    ``vectorizer.alter_vectorizer`` merges the patch into the newest version's config and, when
+    the patch names a content key, always creates a fresh version and store (superseding a
+    version still building). The patch carries the serving version's content keys, so the new
+    version embeds exactly what the serving one does; the workers replay the topic into it.
+    """
+    row = conn.execute(
+        "SELECT v.config_version, cv.config FROM vectorizer.vectorizers v"
+        "  JOIN vectorizer.config_versions cv"
+        "    ON cv.vectorizer_id = v.id AND cv.version = v.config_version"
+        " WHERE v.name = %s FOR UPDATE OF v",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return None
+    serving, config = int(row[0]), row[1]
+    parsed = VectorizerConfig.from_dict(config)
+    patch = {key: config.get(key) for key in CONTENT_KEYS}
+    placeholders = sorted(getattr(parsed.formatting, "placeholders", ()) or ())
+    created = conn.execute(
+        "SELECT v, (SELECT target_schema || '.' || target_table FROM vectorizer.config_versions"
+        "            WHERE vectorizer_id = (SELECT id FROM vectorizer.vectorizers WHERE name = %s)"
+        "              AND version = v)"
+        "  FROM vectorizer.alter_vectorizer(%s, %s::jsonb, %s, %s::text[], %s) AS v",
+        (name, name, orjson.dumps(patch).decode(), parsed.source_column, placeholders,
+         parsed.embedding.dimensions),
+    ).fetchone()
+    if created is None or created[0] is None:
+        raise InvariantError(f"vectorizer.alter_vectorizer made no version for {name!r}")
+    return ReplayVersion(serving, int(created[0]), str(created[1]))

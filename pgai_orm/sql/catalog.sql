@@ -342,11 +342,14 @@ END
 $fn$;
 
 
--- Version 1 had no slot prefix parameter; the caller now passes pgai_orm.names.SLOT_PREFIX.
+-- Version 1 had no slot prefix parameter; the Alembic operation passes pgai_orm.names.SLOT_PREFIX.
+-- A direct call without it (NULL) leaves the slot to the connector, which drops its own slot when
+-- it sees no vectorizer left.
 DROP FUNCTION IF EXISTS vectorizer.drop_vectorizer(text, text, bool, bool);
 
 CREATE OR REPLACE FUNCTION vectorizer.drop_vectorizer(
-    p_name text, p_target_table text, p_drop_all bool, p_if_exists bool, p_slot_prefix text
+    p_name text, p_target_table text, p_drop_all bool DEFAULT false, p_if_exists bool DEFAULT false,
+    p_slot_prefix text DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -378,7 +381,7 @@ BEGIN
     -- An orphaned slot holds WAL forever: when the last vectorizer of this database goes, drop the
     -- connector's inactive slots. An active slot is dropped by the connector itself when it sees
     -- that no vectorizer is left.
-    IF NOT EXISTS (SELECT 1 FROM vectorizer.vectorizers) THEN
+    IF p_slot_prefix IS NOT NULL AND NOT EXISTS (SELECT 1 FROM vectorizer.vectorizers) THEN
         FOR v_slot IN SELECT slot_name FROM pg_replication_slots
                        WHERE database = current_database() AND plugin = 'pgoutput'
                          AND starts_with(slot_name, p_slot_prefix) AND NOT active LOOP

@@ -29,19 +29,19 @@ def upgrade() -> None:
         sa.Column("published_at", sa.DateTime(timezone=False), nullable=False,
                   server_default=sa.func.now()),
     )
-    op.create_vectorizer(
+    op.create_vectorizer(  # type: ignore[attr-defined]  # added to op at run time (register_operations)
         source="blog_posts",
         target_table="blog_posts_embedding_store",
         view_table="blog_posts_embedding",
         embedding=EmbeddingLocalConfig(),  # wordllama, 256 dimensions, inside its PyPI wheel
         chunking=ChunkingRecursiveCharacterTextSplitterConfig(
             chunk_column="content", chunk_size=800, chunk_overlap=100,
-            separators=["\n\n", "\n", ". ", " "]),
+            separators=("\n\n", "\n", ". ", " ")),
         formatting=FormattingPythonTemplateConfig(template="$title - $chunk"),
         indexing=IndexingHnswConfig(),
     )
 
 
 def downgrade() -> None:
-    op.drop_vectorizer(target_table="blog_posts_embedding_store", drop_all=True)
+    op.drop_vectorizer(target_table="blog_posts_embedding_store", drop_all=True)  # type: ignore[attr-defined]  # as above
     op.drop_table("blog_posts")

@@ -1,0 +1,74 @@
+"""What ``vectorizer status`` reports: the catalog's read model, the connector, the broker.
+
+The catalog, the stores and the slots are read by :func:`pgai_orm.catalog.report.read_report`.
+Added here: each table's phase from the connector's state (initial snapshot with progress, or
+streaming; :func:`connector.service.status`) and, when a broker is given, each consumer group's
+lag: the topic's high-water marks minus the group's committed offsets
+(:mod:`processors.offsets`, which needs no faust).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+
+from infra.urls import libpq_url
+from pgai_orm.catalog import report as catalog_report
+from pgai_orm.catalog.report import Report
+from pgai_orm.errors import InvariantError
+
+__all__ = ["add_connector_progress", "add_consumer_lags", "read_report"]
+
+
+def read_report(database_url: str) -> Report:
+    """The catalog, stores, slots and connector phases of ``database_url`` (no broker needed)."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        report = catalog_report.read_report(conn)
+    if report.vectorizers:
+        add_connector_progress(database_url, report)
+    return report
+
+
+def add_connector_progress(database_url: str, report: Report) -> None:
+    """Set each vectorizer's ``connector`` to its table's phase, as the connector recorded it."""
+    from connector.service import status as connector_status
+
+    for slot in report.slots:
+        tables = connector_status(libpq_url(database_url), slot.name).get("tables", [])
+        for table in tables:
+            source = f"{table['schema']}.{table['table']}"
+            if table["status"] == "streaming":
+                phase = "streaming"
+            else:
+                total = table.get("snapshot_rows_total")
+                phase = f"snapshotting {table.get('snapshot_rows', 0)}/{total if total is not None else '?'} rows"
+            for vz in report.vectorizers:
+                if vz.source == source:
+                    vz.connector = f"{phase} (slot {slot.name})"
+
+
+async def _consumer_lags(report: Report, bootstrap_servers: str) -> None:
+    from processors.offsets import committed_offsets, fetch_high_watermarks
+
+    for vz in report.vectorizers:
+        if vz.topic is None:
+            raise InvariantError(f"vectorizer {vz.name}: the report names no topic")
+        marks = await fetch_high_watermarks(bootstrap_servers, vz.topic, timeout=5.0)
+        for version in vz.versions:
+            if marks is None:  # no topic yet: the connector has published nothing
+                version.consumer_lag = 0
+                continue
+            if version.consumer_group is None:
+                raise InvariantError(f"vectorizer {vz.name} version {version.version}: no group")
+            committed = await committed_offsets(bootstrap_servers, version.consumer_group, vz.topic)
+            version.consumer_lag = sum(max(0, hw - committed.get(p, 0)) for p, hw in marks.items())
+
+
+def add_consumer_lags(report: Report, bootstrap_servers: str, timeout: float = 20.0) -> None:
+    """Fill ``consumer_lag`` per version; on broker trouble say why in ``report.kafka``."""
+    try:
+        asyncio.run(asyncio.wait_for(_consumer_lags(report, bootstrap_servers), timeout))
+        report.kafka = "ok"
+    except Exception as exc:  # noqa: BLE001 - any broker failure only costs the lag column, never the report
+        report.kafka = f"consumer lag unavailable ({type(exc).__name__}: {exc})"

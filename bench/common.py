@@ -45,12 +45,12 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: st
     if title:
         print(f"\n{title}")
     line = "  ".join(str(h).ljust(w) if i == 0 else str(h).rjust(w)
-                     for i, (h, w) in enumerate(zip(headers, widths)))
+                     for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
     print(line)
     print("-" * len(line))
     for row in cells:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                        for i, (v, w) in enumerate(zip(row, widths))))
+                        for i, (v, w) in enumerate(zip(row, widths, strict=False))))
 
 
 def _cell(value: Any) -> str:

@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per-tx", type=int, default=1000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "connector.json"))
     args = parser.parse_args(argv)
-    stop: Callable[[], None] = lambda: None
+    def stop() -> None:
+        pass
+
     url, servers = args.dsn, args.bootstrap
     if not url or not servers:
         url, servers, stop = _embedded()

@@ -17,7 +17,7 @@ Usage::
     python bench/e2e.py [--rate 200] [--duration 30] [--workers 2]
 
 Without ``DATABASE_URL`` it starts the embedded stack, a fresh database, ``vectorizer connector``
-and ``--workers`` ``vectorizer worker`` processes (``infra.demo.PipelineServices``, the demo's
+and ``--workers`` ``vectorizer worker`` processes (``infra.services.PipelineServices``, the demo's
 settings: 3 s session timeout, 0.2 s batch window). With ``--external`` it uses the pipeline that
 already runs against ``DATABASE_URL``/``KAFKA_BOOTSTRAP_SERVERS`` (e.g. docker compose) and only
 adds, then drops, its own table and vectorizer. Prints a table and writes ``bench/results/e2e.json``.
@@ -43,12 +43,12 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra import pgadmin  # noqa: E402
-from infra.corpus import load_corpus  # noqa: E402
-from infra.demo import PipelineServices  # noqa: E402
-from infra.stack import EmbeddedStack  # noqa: E402
-from infra.status import render_table  # noqa: E402
-from infra.urls import libpq_url  # noqa: E402
+from infra import pgadmin
+from infra.corpus import load_corpus
+from infra.ops.render import render_table
+from infra.services import PipelineServices
+from infra.stack import EmbeddedStack
+from infra.urls import libpq_url
 
 TABLE = "bench_e2e_posts"
 STORE = "bench_e2e_posts_embedding_store"

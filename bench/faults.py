@@ -6,8 +6,8 @@ provider outages, then an audit of the store against the source table.
 Each round injects, at seeded random points of a burst of inserts/updates/deletes: kill -9 of the
 connector, kill -9 of the worker (the supervisor and its faust children), an immediate Postgres
 restart, and (every other round) a broker restart that loses every topic; then the store is
-audited. Prints faults injected, rows checked, lost, duplicated, stale. The same harness runs,
-shorter, in tests/reliability/test_faults.py.
+audited. Prints faults injected, rows checked, lost, duplicated, stale. The same load and
+faults (``infra/faults.py``) run, shorter, in tests/reliability/test_faults.py.
 """
 
 from __future__ import annotations
@@ -21,10 +21,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.broker import TansuBroker  # noqa: E402
-from infra.pgadmin import create_database  # noqa: E402
-from infra.postgres import EmbeddedPostgres  # noqa: E402
-from tests.reliability.faults import Load, inject, make_pipeline  # noqa: E402
+from infra.broker import TansuBroker
+from infra.faults import Load, inject, make_pipeline
+from infra.pgadmin import create_database
+from infra.postgres import EmbeddedPostgres
+from pgai_orm.configuration import (
+    ChunkingRecursiveCharacterTextSplitterConfig,
+    EmbeddingLocalConfig,
+    FormattingPythonTemplateConfig,
+    VectorizerConfig,
+)
+
+#: the offline model, chunks of about two sentences: several chunks per row of the load
+CONFIG = VectorizerConfig(
+    embedding=EmbeddingLocalConfig(model="wordllama", dimensions=64),
+    chunking=ChunkingRecursiveCharacterTextSplitterConfig(
+        chunk_column="content", chunk_size=120, chunk_overlap=20, separators=[". ", " "]),
+    formatting=FormattingPythonTemplateConfig(template="$title - $chunk"),
+).to_dict()
 
 
 def main() -> int:
@@ -44,7 +58,7 @@ def main() -> int:
     pipeline = None
     try:
         url = create_database(postgres.url, "faults")
-        pipeline = make_pipeline(url, broker.bootstrap_servers, root)
+        pipeline = make_pipeline(url, broker.bootstrap_servers, root, CONFIG)
         load = Load(pipeline, random.Random(args.seed))
         load.run(args.writes)
         pipeline.start()

@@ -151,7 +151,7 @@ def make_handler(model: Model, counters: Counters) -> type[BaseHTTPRequestHandle
             length = int(self.headers.get("Content-Length") or 0)
             return json.loads(self.rfile.read(length) or b"null")
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        def do_GET(self) -> None:
             if self.path.rstrip("/") == "/stats":
                 self._reply(200, counters.snapshot())
             elif self.path.rstrip("/") == "/health":
@@ -159,7 +159,7 @@ def make_handler(model: Model, counters: Counters) -> type[BaseHTTPRequestHandle
             else:
                 self._reply(404, {"error": {"message": f"no route GET {self.path}"}})
 
-        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        def do_POST(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
             try:
                 body = self._body()

@@ -44,11 +44,10 @@ from kafka.admin import KafkaAdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra import pgadmin
-from pgai_orm.catalog import catalog_sql, load_vectorizers
+from pgai_orm.catalog import ensure_catalog, load_vectorizers
+from pgai_orm.events import RowChange, RowOp, Transaction, decode_event
 from pgai_orm.names import topic_name
 from processors.errors_sink import ErrorSink
-from pgai_orm.events import canonical_key
-from pgai_orm.events import decode_event as parse_event
 from processors.pipeline import BatchReport, Pipeline, VersionSpec, config_objects
 
 BATCH = 256
@@ -62,9 +61,12 @@ CONFIG: dict[str, Any] = {
     "formatting": {"implementation": "python_template", "template": "$title - $chunk"},
     "indexing": {"implementation": "none"},
 }
-WORDS = ("stream replication kafka postgres vector chunk embedding model worker partition offset "
-         "commit batch latency throughput index query table column source store event key row "
-         "update insert delete snapshot consumer producer broker topic schema text search").split()
+WORDS = [
+    "stream", "replication", "kafka", "postgres", "vector", "chunk", "embedding", "model", "worker",
+    "partition", "offset", "commit", "batch", "latency", "throughput", "index", "query", "table",
+    "column", "source", "store", "event", "key", "row", "update", "insert", "delete", "snapshot",
+    "consumer", "producer", "broker", "topic", "schema", "text", "search",
+]
 
 
 def sentence(rng: random.Random) -> str:
@@ -77,21 +79,20 @@ def document(rng: random.Random) -> str:
 
 
 class Events:
-    """Change events of the bench table, built exactly per the contract."""
+    """Change events of the bench table, encoded by the contract's own encoder (pgai_orm.events)."""
 
     def __init__(self, table: str) -> None:
         self.table = table
         self.lsn = 1_000_000
 
-    def make(self, op: str, row: dict[str, Any], toast: list[str] | None = None) -> tuple[bytes, bytes]:
+    def make(self, op: RowOp, row: dict[str, Any], toast: list[str] | None = None) -> tuple[bytes, bytes]:
         self.lsn += 8
-        key = {"id": row["id"]}
-        value = {"op": op, "lsn": self.lsn, "commit_lsn": self.lsn, "xid": 1,
-                 "commit_time": "2026-11-24T10:00:00+00:00", "schema": "public",
-                 "table": self.table, "key": key,
-                 "row": {k: v for k, v in row.items() if k not in (toast or [])},
-                 "unchanged_toast": toast or []}
-        return canonical_key(key), orjson.dumps(value)
+        toast = toast or []
+        txn = Transaction(commit_lsn=self.lsn, commit_time="2026-11-24T10:00:00+00:00", xid=1)
+        return RowChange.of(op, self.lsn, {"id": row["id"]},
+                            {k: v for k, v in row.items() if k not in toast},
+                            unchanged_toast=toast, txn=txn, schema="public",
+                            table=self.table).encode()
 
 
 def create_vectorizer(url: str, table: str, target: str) -> tuple[int, VersionSpec]:
@@ -113,14 +114,14 @@ async def run_pipeline(url: str, spec: VersionSpec, records: list[tuple[bytes, b
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         started = time.perf_counter()
         for start in range(0, len(records), BATCH):
-            events = [parse_event(v) for _, v in records[start:start + BATCH]]
+            events = [decode_event(v) for _, v in records[start:start + BATCH]]
             total.add(await pipeline.process(conn, events))
         return time.perf_counter() - started, total
 
 
 def bare_embedder(rows: list[dict[str, Any]]) -> dict[str, float]:
-    from processors.chunking import chunker_for
     from pgai_orm.embedders import create_embedder
+    from processors.chunking import chunker_for
     from processors.formatting import formatter_for
 
     objects = config_objects(CONFIG)
@@ -150,33 +151,33 @@ def run_worker(url: str, servers: str, vid: int, records: list[tuple[bytes, byte
     producer.flush()
     producer.close()
     env = {**os.environ, "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": servers}
-    log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)
-    started = time.perf_counter()
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "processors.cli", "--topic-prefix", PREFIX, "--session-timeout", "3",
-         "--batch-size", str(BATCH), "--batch-within", "0.5", "--without-web", "--loglevel", "warning"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
-    )
-    first_row = None
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            while True:
-                done = conn.execute("SELECT count(*) FROM vectorizer.applied_state WHERE vectorizer_id = %s",
-                                    (vid,)).fetchone()[0]  # type: ignore[index]
-                if done and first_row is None:
-                    first_row = time.perf_counter() - started
-                if done >= len(records):
-                    break
-                if worker.poll() is not None:
-                    raise RuntimeError(f"worker exited; log: {log.name}")
-                time.sleep(0.05)
-            elapsed = time.perf_counter() - started
-            chunks = conn.execute(
-                "SELECT sum(cardinality(chunk_hashes)) FROM vectorizer.applied_state WHERE vectorizer_id = %s",
-                (vid,)).fetchone()[0]  # type: ignore[index]
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+    with tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False) as log:
+        started = time.perf_counter()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "processors.cli", "--topic-prefix", PREFIX, "--session-timeout", "3",
+             "--batch-size", str(BATCH), "--batch-within", "0.5", "--without-web", "--loglevel", "warning"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+        )
+        first_row = None
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                while True:
+                    done = conn.execute("SELECT count(*) FROM vectorizer.applied_state WHERE vectorizer_id = %s",
+                                        (vid,)).fetchone()[0]  # type: ignore[index]
+                    if done and first_row is None:
+                        first_row = time.perf_counter() - started
+                    if done >= len(records):
+                        break
+                    if worker.poll() is not None:
+                        raise RuntimeError(f"worker exited; log: {log.name}")
+                    time.sleep(0.05)
+                elapsed = time.perf_counter() - started
+                chunks = conn.execute(
+                    "SELECT sum(cardinality(chunk_hashes)) FROM vectorizer.applied_state WHERE vectorizer_id = %s",
+                    (vid,)).fetchone()[0]  # type: ignore[index]
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
     os.unlink(log.name)  # kept only when the worker failed
     return {"rows": len(records), "chunks": int(chunks), "wall_s": elapsed,
             "first_row_s": first_row or 0.0, "steady_s": elapsed - (first_row or 0.0),
@@ -200,15 +201,15 @@ def partial_updates(url: str, table: str, rows: list[dict[str, Any]], events: Ev
             mix[kind] += 1
             if kind == "unrelated_column":
                 row["views"] += 1
-                conn.execute(f"UPDATE {table} SET views = %s WHERE id = %s", (row["views"], row["id"]))  # noqa: S608 - bench-owned name
+                conn.execute(f"UPDATE {table} SET views = %s WHERE id = %s", (row["views"], row["id"]))
                 records.append(events.make("update", row, ["content"]))
             elif kind == "appended_sentence":
                 row["content"] += " " + sentence(rng)
-                conn.execute(f"UPDATE {table} SET content = %s WHERE id = %s", (row["content"], row["id"]))  # noqa: S608
+                conn.execute(f"UPDATE {table} SET content = %s WHERE id = %s", (row["content"], row["id"]))
                 records.append(events.make("update", row))
             else:
                 row["title"] = f"retitled {rng.randint(0, 10**6)}"
-                conn.execute(f"UPDATE {table} SET title = %s WHERE id = %s", (row["title"], row["id"]))  # noqa: S608
+                conn.execute(f"UPDATE {table} SET title = %s WHERE id = %s", (row["title"], row["id"]))
                 records.append(events.make("update", row, ["content"]))
             # a design without hashes re-embeds every chunk of the row on every update
             reembed_all_chunks += len(chunker(row["content"]))
@@ -247,7 +248,7 @@ def main() -> None:
 def bench(db: str, servers: str, n_rows: int, n_updates: int, rng: random.Random) -> dict[str, Any]:
     table = "bench_docs"
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute(catalog_sql())
+        ensure_catalog(conn)
         conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, title text, content text, views int)")
         rows = [{"id": i, "title": f"document {i}", "content": document(rng), "views": 0}
                 for i in range(1, n_rows + 1)]

@@ -43,7 +43,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connector.lsn import format_lsn, parse_lsn
-from connector.pgoutput import Insert, PgOutputDecoder
+from connector.pgoutput import Insert, decode_message
 from connector.replication import ReplicationStream
 from connector.values import SESSION_OPTIONS
 
@@ -109,12 +109,11 @@ def read_psycopg3(dsn: str, slot: str, rows: int, decode: bool) -> tuple[float, 
     started, cpu = time.perf_counter(), time.process_time()
     with ReplicationStream.open(dsn, slot, [PUBLICATION]) as stream:
         stream.start()
-        decoder = PgOutputDecoder()
         seen = 0
         while seen < rows:
             for msg in stream.read_batch(max_messages=5000, timeout=5.0):
                 if decode:
-                    if type(decoder.decode(msg.payload)) is Insert:
+                    if type(decode_message(msg.payload)) is Insert:
                         seen += 1
                 elif msg.payload[0] == 0x49:  # 'I'
                     seen += 1
@@ -134,8 +133,7 @@ def decode_only(dsn: str, slot: str, rows: int) -> tuple[int, float]:
             for msg in stream.read_batch(max_messages=5000, timeout=5.0):
                 payloads.append(bytes(msg.payload))
                 seen += msg.payload[0] == 0x49
-    decoder = PgOutputDecoder()
-    decode = decoder.decode
+    decode = decode_message
     started = time.perf_counter()
     for payload in payloads:
         decode(payload)
@@ -161,7 +159,6 @@ def read_psycopg2(dsn: str, slot: str, rows: int, decode: bool) -> tuple[float, 
             decode=False,
             options={"proto_version": "1", "publication_names": PUBLICATION},
         )
-        decoder = PgOutputDecoder()
         seen = 0
         while seen < rows:
             msg = cur.read_message()
@@ -169,7 +166,7 @@ def read_psycopg2(dsn: str, slot: str, rows: int, decode: bool) -> tuple[float, 
                 select.select([cur], [], [], 5.0)
                 continue
             if decode:
-                if type(decoder.decode(msg.payload)) is Insert:
+                if type(decode_message(msg.payload)) is Insert:
                     seen += 1
             elif msg.payload[0] == 0x49:
                 seen += 1
@@ -236,7 +233,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "slot_read.json"))
     args = parser.parse_args(argv)
 
-    stop: Callable[[], None] = lambda: None
+    def stop() -> None:
+        pass
+
     dsn = args.dsn
     if not dsn:
         dsn, stop = _embedded_dsn()

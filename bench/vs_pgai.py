@@ -302,8 +302,10 @@ def append_sentence(url: str, ids: list[int]) -> None:
 
 def chunk_rows(rows: list[Row]) -> list[tuple[int, int, str, str]]:
     """(id, seq, chunk, formatted text) of every row, with this project's chunker and formatter."""
-    from pgai_orm.configuration import (ChunkingRecursiveCharacterTextSplitterConfig,
-                                        FormattingPythonTemplateConfig)
+    from pgai_orm.configuration import (
+        ChunkingRecursiveCharacterTextSplitterConfig,
+        FormattingPythonTemplateConfig,
+    )
     from processors.chunking import chunker_for
     from processors.formatting import formatter_for
 
@@ -343,7 +345,7 @@ def limits(url: str, rows: list[Row], ids_edit: list[int]) -> dict[str, Any]:
         # to ingest the vectors, not how fast Python formats floats.
         payload = "".join(
             f"{i}\t{seq}\t{_copy_escape(chunk)}\t[{','.join(f'{x:.7g}' for x in vec)}]\n"
-            for (i, seq, chunk, _), vec in zip(chunks, vectors)).encode()
+            for (i, seq, chunk, _), vec in zip(chunks, vectors, strict=True)).encode()
         started = time.perf_counter()
         with conn.cursor().copy("COPY copy_store (id, chunk_seq, chunk, embedding) FROM STDIN") as copy:
             for start in range(0, len(payload), 1 << 20):
@@ -360,7 +362,7 @@ def limits(url: str, rows: list[Row], ids_edit: list[int]) -> dict[str, Any]:
             started = time.perf_counter()
             vecs = model.embed([c[3] for c in one], norm=True)
             with conn.transaction():
-                for (i, seq, chunk, _), vec in zip(one, vecs):
+                for (_, seq, chunk, _), vec in zip(one, vecs, strict=True):
                     conn.execute("INSERT INTO copy_store (id, chunk_seq, chunk, embedding) VALUES"
                                  " (%s, %s, %s, %s::vector)",
                                  (n, seq, chunk, "[" + ",".join(f"{x:.7g}" for x in vec) + "]"))
@@ -422,10 +424,10 @@ def _child_rss_mib(code: str) -> float:
 
 def model_only_rss() -> float:
     """RSS (MiB) of a fresh interpreter that loaded wordllama and embedded one batch."""
-    code = ("import sys, psutil; sys.path.insert(0, %r)\n"
+    code = (f"import sys, psutil; sys.path.insert(0, {str(ROOT)!r})\n"
             "from pgai_orm.embedders.local import _wordllama\n"
             "m = _wordllama(256); m.embed(['warm up'] * 512, norm=True)\n"
-            "print(psutil.Process().memory_info().rss)") % str(ROOT)
+            "print(psutil.Process().memory_info().rss)")
     return _child_rss_mib(code)
 
 
@@ -473,7 +475,7 @@ class PgaiWorker:
                                f"see {self.log_path}:\n{tail(self.log_path)}")
 
     def stop(self) -> None:
-        from infra.demo import stop_group
+        from pgai_orm.runtime.processes import stop_group
 
         if self.process is not None:
             stop_group(self.process.pid, 20.0, self.process)
@@ -600,8 +602,11 @@ def pgai_default_poll_interval(exe: Path) -> str:
 # -- ours ---------------------------------------------------------------------------------------
 
 def ours_config(server: EmbeddingServer) -> dict[str, Any]:
-    from pgai_orm.configuration import (ChunkingRecursiveCharacterTextSplitterConfig,
-                                        EmbeddingOpenaiConfig, FormattingPythonTemplateConfig)
+    from pgai_orm.configuration import (
+        ChunkingRecursiveCharacterTextSplitterConfig,
+        EmbeddingOpenaiConfig,
+        FormattingPythonTemplateConfig,
+    )
 
     return {
         "embedding": EmbeddingOpenaiConfig(model=MODEL, dimensions=DIMENSIONS,
@@ -648,7 +653,7 @@ def run_ours(server_url: str, servers: str, server: EmbeddingServer, rows: list[
 
     Fills ``result`` as it goes, like :func:`run_pgai`.
     """
-    from infra.demo import PipelineServices
+    from infra.services import PipelineServices
 
     url = pgadmin.create_database(server_url, "bench_ours")
     create_source(url, rows)
@@ -684,7 +689,7 @@ def run_ours(server_url: str, servers: str, server: EmbeddingServer, rows: list[
                 begun = time.monotonic()
                 apply(url, ids)
 
-                def caught_up() -> bool:
+                def caught_up(ids: list[int] = ids, lsn: str = lsn) -> bool:
                     services.check_alive()
                     return applied_since(conn, vid, ids, lsn) >= len(ids)
 

@@ -21,7 +21,8 @@ from infra import pgadmin
 from infra.broker import TansuBroker
 from infra.postgres import EmbeddedPostgres
 
-_INTEGRATION_DIR = Path(__file__).parent / "integration"
+#: the tests that need the real Postgres and broker (fixtures below, or fault injection)
+_STACK_DIRS = (Path(__file__).parent / "integration", Path(__file__).parent / "reliability")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,9 +32,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Everything under tests/integration carries the ``integration`` marker (``-m "not integration"``)."""
+    """Everything under tests/integration and tests/reliability carries the ``integration``
+    marker, so ``-m "not integration"`` runs only what needs no stack."""
     for item in items:
-        if _INTEGRATION_DIR in Path(str(item.path)).parents:
+        parents = Path(str(item.path)).parents
+        if any(directory in parents for directory in _STACK_DIRS):
             item.add_marker(pytest.mark.integration)
 
 

@@ -2,7 +2,7 @@
 
 One loop serves every waiter of the project (the dev stack waiting for a port to answer, the
 demo for the store to follow a commit, ``vectorizer replay --wait`` for the switch, the stop of
-a process, the tests' ``tests.polling.wait_for``). The condition is checked at once, then every
+a process, the tests' ``tests.support.polling.wait_for``). The condition is checked at once, then every
 ``interval`` seconds, and a last time when the deadline is reached, so a condition that holds
 in time is never reported late.
 """

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,7 +20,6 @@ from pgai_orm.configuration import (
     EmbeddingLocalConfig,
     EmbeddingOpenaiConfig,
     FormattingPythonTemplateConfig,
-    IndexingHnswConfig,
 )
 from tests.integration.alembic_project import AlembicProject
 

@@ -35,16 +35,13 @@ from psycopg import sql
 from sqlalchemy import create_engine
 
 from connector.lsn import parse_lsn
-from connector.service import default_slot_name, status
-from connector.topics import topic_name
+from connector.service import status
 from infra.ports import free_port
 from infra.urls import sqlalchemy_url
 from pgai_orm.alembic import register_operations
-from pgai_orm.configuration import (
-    ChunkingRecursiveCharacterTextSplitterConfig,
-    EmbeddingLocalConfig,
-)
-from tests import polling
+from pgai_orm.names import default_slot_name, topic_name
+from tests.support import polling
+from tests.support.vectorizers import create_vectorizer
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0
@@ -64,21 +61,6 @@ def execute(url: str, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
 
 def database_name(url: str) -> str:
     return execute(url, "SELECT current_database()")[0][0]
-
-
-def create_vectorizer(url: str, table: str, chunk_column: str = "content", **kwargs: Any) -> None:
-    engine = create_engine(sqlalchemy_url(url))
-    try:
-        with engine.connect() as conn:
-            op = Operations(MigrationContext.configure(conn))
-            op.create_vectorizer(
-                source=table, embedding=EmbeddingLocalConfig(),
-                chunking=ChunkingRecursiveCharacterTextSplitterConfig(chunk_column=chunk_column),
-                **kwargs,
-            )
-            conn.commit()
-    finally:
-        engine.dispose()
 
 
 def drop_vectorizer(url: str, target_table: str) -> None:
@@ -258,7 +240,7 @@ def test_changes_arrive_in_commit_order_with_lsns(fresh_database_url: str, kafka
     execute(url, "CREATE TABLE docs (id int PRIMARY KEY, title text, content text)")
     execute(url, "ALTER TABLE docs ALTER COLUMN content SET STORAGE EXTERNAL")
     execute(url, "INSERT INTO docs VALUES (1, 'before', 'snapshot row')")
-    create_vectorizer(url, "docs")
+    create_vectorizer(url, "docs", template="$chunk")
     metrics_port = free_port()
     proc = connectors(url, servers, prefix, "--metrics-port", str(metrics_port))
     wait_snapshots_done(url, 1)
@@ -419,12 +401,12 @@ def test_snapshots_under_concurrent_writers_and_second_table(
     url, servers = fresh_database_url, kafka_bootstrap_servers
     make_source(url, "docs_a", 3000)
     make_source(url, "docs_b", 3000)
-    create_vectorizer(url, "docs_a")
+    create_vectorizer(url, "docs_a", template="$chunk")
     with Writers(url, "docs_a", 100_000) as wa, Writers(url, "docs_b", 100_000) as wb:
         wait_for(lambda: wa.commits > 20 and wb.commits > 20, "writers running")
         proc = connectors(url, servers, prefix, "--snapshot-chunk", "300")
         wait_snapshots_done(url, 1)
-        create_vectorizer(url, "docs_b")  # while streaming docs_a under load
+        create_vectorizer(url, "docs_b", template="$chunk")  # while streaming docs_a under load
         wait_snapshots_done(url, 2)
         commits = wa.commits + wb.commits
         wait_for(lambda: wa.commits + wb.commits > commits + 20, "more writes after both snapshots")
@@ -493,7 +475,7 @@ def test_kill9_mid_snapshot_and_stream_then_restart_delivers_everything(
         fresh_database_url: str, kafka_bootstrap_servers: str, prefix: str, connectors) -> None:  # type: ignore[no-untyped-def]
     url, servers = fresh_database_url, kafka_bootstrap_servers
     make_source(url, "docs", 50_000)  # ~2.5 s of snapshot: time to catch it half done
-    create_vectorizer(url, "docs")
+    create_vectorizer(url, "docs", template="$chunk")
     with VersionWriter(url, "docs", 50_000) as writer:
         first = connectors(url, servers, prefix, "--snapshot-chunk", "200")
         wait_for(lambda: snapshot_rows_done(url) >= 1000, "snapshot under way")
@@ -525,7 +507,7 @@ def test_standby_takes_over_and_slot_goes_with_last_vectorizer(
     url, servers = fresh_database_url, kafka_bootstrap_servers
     slot = slot_of(url)
     make_source(url, "docs", 10)
-    create_vectorizer(url, "docs")
+    create_vectorizer(url, "docs", template="$chunk")
     procs = [connectors(url, servers, prefix), connectors(url, servers, prefix)]
     first = wait_for(lambda: active_connector(procs), "one active connector")
     standby = procs[1 - procs.index(first)]
@@ -540,7 +522,7 @@ def test_standby_takes_over_and_slot_goes_with_last_vectorizer(
     drop_vectorizer(url, "docs_embedding_store")
     wait_for(lambda: slot_row(url, slot) is None, "the slot dropped with the last vectorizer")
     assert standby.proc.poll() is None  # idles, ready for the next vectorizer
-    create_vectorizer(url, "docs")
+    create_vectorizer(url, "docs", template="$chunk")
     wait_for(lambda: slot_row(url, slot) is not None, "a new slot for a new vectorizer")
     wait_snapshots_done(url, 1)
 
@@ -549,7 +531,7 @@ def test_broker_loss_resnapshots_the_tables(fresh_database_url: str, restartable
                                             prefix: str, connectors) -> None:
     url, servers = fresh_database_url, restartable_broker.bootstrap_servers
     make_source(url, "docs", 500)
-    create_vectorizer(url, "docs")
+    create_vectorizer(url, "docs", template="$chunk")
     proc = connectors(url, servers, prefix)
     wait_snapshots_done(url, 1)
     execute(url, "UPDATE docs SET v = 1 WHERE id <= 10")
@@ -575,7 +557,7 @@ def test_huge_transaction_streams_through_with_bounded_rss(
     url, servers = fresh_database_url, kafka_bootstrap_servers
     rows = 300_000
     execute(url, "CREATE TABLE docs (id int PRIMARY KEY, content text)")
-    create_vectorizer(url, "docs")
+    create_vectorizer(url, "docs", template="$chunk")
     proc = connectors(url, servers, prefix)
     wait_snapshots_done(url, 1)
     process = psutil.Process(proc.proc.pid)

@@ -21,7 +21,7 @@ import psutil
 import psycopg
 import pytest
 
-from infra.demo import DEMO_MARK_ENV
+from infra.services import DEMO_MARK_ENV
 
 LAUNCH = "import sys; from infra.cli import main; sys.exit(main(prog_name='vectorizer'))"
 RESULT_LINE = re.compile(r"^\s+(\d+)\. distance (-?\d+\.\d+)\s+#(\d+)\s+(.+)$")
@@ -180,8 +180,9 @@ def test_kept_demo_serves_status_errors_and_replay(state_dir: Path) -> None:
 def test_status_without_services(fresh_database_url: str) -> None:
     """Before any connector or worker ran: the catalog's view, no slot, lag said to be missing."""
     from infra.demo import apply_migration
+    from infra.ops.render import render_report
+    from infra.ops.report import add_consumer_lags, read_report
     from infra.ports import free_port
-    from infra.status import add_consumer_lags, read_report, render_report
 
     empty = read_report(fresh_database_url)
     assert empty.vectorizers == [] and empty.slots == []

@@ -196,7 +196,7 @@ def test_down_stops_everything_and_drops_slots(scratch_dir: Path) -> None:
     down = vectorizer(scratch_dir, "down")
     assert "left_behind" in down.stdout
     for pid in [state["postgres"]["pid"], state["broker"]["pid"], *backend_pids]:
-        assert wait_for(lambda: gone(pid)), f"pid {pid} still running after down"
+        assert wait_for(lambda pid=pid: gone(pid)), f"pid {pid} still running after down"
     pg_port = int(env["DATABASE_URL"].rsplit(":", 1)[1].split("/")[0])
     kafka_port = int(env["KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1])
     assert not port_accepts(pg_port) and not port_accepts(kafka_port)

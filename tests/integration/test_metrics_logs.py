@@ -25,10 +25,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from infra.logs import JsonFormatter, TextFormatter
 from infra.ports import free_port
-from pgai_orm.catalog import catalog_sql
-from tests.integration.test_processors_worker import TEXT, Source, local_config, stop_worker, wait_for
+from pgai_orm.runtime.logs import JsonFormatter, TextFormatter
+from tests.support.configs import local_config
+from tests.support.vectorizers import create_vectorizer
+from tests.support.worker import TEXT, Source, stop_worker, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY_MARKER = "sk-test-MARKER-7f3a9c1e5b"
@@ -69,14 +70,9 @@ def source(fresh_database_url: str, kafka_bootstrap_servers: str) -> Source:
     table = f"posts_{uuid.uuid4().hex[:8]}"
     config = local_config()
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
-        conn.execute(catalog_sql())
         conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, title text, content text,"
                              " views int DEFAULT 0)").format(sql.Identifier(table)))
-        vectorizer_id = conn.execute(
-            "SELECT vectorizer.create_vectorizer('public', %s, NULL, NULL, NULL, NULL, NULL,"
-            " %s::jsonb, 'content', %s, %s)",
-            (table, orjson.dumps(config).decode(), ["title"], 256),
-        ).fetchone()[0]  # type: ignore[index]
+    vectorizer_id = create_vectorizer(fresh_database_url, table, config)
     return Source(fresh_database_url, kafka_bootstrap_servers, table, f"m{uuid.uuid4().hex[:6]}",
                   vectorizer_id, config, partitions=2)
 

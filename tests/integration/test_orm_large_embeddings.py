@@ -9,7 +9,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from pgai_orm.configuration import EmbeddingOpenaiConfig
 from pgai_orm.sqlalchemy import vectorizer_relationship
-from tests.integration.test_orm_helpers import create_vectorizer, make_engine, write_embeddings
+from tests.support.orm import make_engine, write_embeddings
+from tests.support.vectorizers import create_vectorizer
 
 
 class Base(DeclarativeBase):

@@ -12,12 +12,8 @@ from sqlalchemy import Engine, MetaData, UniqueConstraint, inspect, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, joinedload, mapped_column, selectinload
 
 from pgai_orm.sqlalchemy import EmbeddingModel, vectorizer_relationship
-from tests.integration.test_orm_helpers import (
-    count_selects,
-    create_vectorizer,
-    make_engine,
-    write_embeddings,
-)
+from tests.support.orm import count_selects, make_engine, write_embeddings
+from tests.support.vectorizers import create_vectorizer
 
 
 class Base(DeclarativeBase):

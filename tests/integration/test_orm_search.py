@@ -20,13 +20,8 @@ from pgai_orm.sqlalchemy import (
     vectorizer_relationship,
 )
 from pgai_orm.sqlalchemy.search import embedders, vectorizer_info
-from tests.integration.test_orm_helpers import (
-    count_selects,
-    create_vectorizer,
-    embed,
-    make_engine,
-    write_embeddings,
-)
+from tests.support.orm import count_selects, embed, make_engine, write_embeddings
+from tests.support.vectorizers import create_vectorizer
 
 
 class Base(DeclarativeBase):

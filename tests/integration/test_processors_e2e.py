@@ -15,20 +15,13 @@ import sys
 import uuid
 from pathlib import Path
 
-import orjson
 import psycopg
 import pytest
 from psycopg import sql
 
-from pgai_orm.catalog import catalog_sql
-from tests.integration.test_processors_worker import (
-    TEXT,
-    Source,
-    local_config,
-    stop_worker,
-    wait_for,
-    worker,
-)
+from tests.support.configs import local_config
+from tests.support.vectorizers import create_vectorizer
+from tests.support.worker import TEXT, Source, stop_worker, wait_for, worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,17 +36,12 @@ def source(fresh_database_url: str, kafka_bootstrap_servers: str) -> Source:
     table = f"posts_{uuid.uuid4().hex[:8]}"
     config = local_config()
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
-        conn.execute(catalog_sql())
         conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, title text, content text,"
                              " views int DEFAULT 0)").format(sql.Identifier(table)))
         # no compression: a long value really goes out of line, so pgoutput sends it as unchanged
         conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN content SET STORAGE EXTERNAL")
                      .format(sql.Identifier(table)))
-        vectorizer_id = conn.execute(
-            "SELECT vectorizer.create_vectorizer('public', %s, NULL, NULL, NULL, NULL, NULL,"
-            " %s::jsonb, 'content', %s, %s)",
-            (table, orjson.dumps(config).decode(), ["title"], 256),
-        ).fetchone()[0]  # type: ignore[index]
+    vectorizer_id = create_vectorizer(fresh_database_url, table, config)
     return Source(fresh_database_url, kafka_bootstrap_servers, table, f"e{uuid.uuid4().hex[:6]}",
                   vectorizer_id, config, partitions=3)
 

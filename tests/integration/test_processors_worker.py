@@ -1,258 +1,50 @@
 """`vectorizer worker` against a real Postgres and broker, with events produced per the contract.
 
 The workers run as separate processes (the supervisor and its faust children), exactly as in
-production. The events are produced here with kafka-python the way ``docs/architecture.md``
-specifies (canonical JSON keys, default partitioner, truncate on every partition), from rows
-that really are in the source table, so re-reads of unchanged TOAST values hit real data.
-Every wait polls a condition with a deadline.
+production. The events are produced with kafka-python the way ``docs/architecture.md``
+specifies (``tests.support.worker.Source``), from rows that really are in the source table, so
+re-reads of unchanged TOAST values hit real data. Every wait polls a condition with a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import psutil
-import psycopg
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka import KafkaConsumer
 from psycopg import sql
 
-from pgai_orm.catalog import catalog_sql
-from pgai_orm.configuration import (
-    ChunkingRecursiveCharacterTextSplitterConfig,
-    EmbeddingLocalConfig,
-    EmbeddingOpenaiConfig,
-    FormattingPythonTemplateConfig,
-    VectorizerConfig,
-)
-from pgai_orm.names import consumer_group, topic_name
+from pgai_orm.names import consumer_group
 from processors.app import (
     committed_offsets,
     fetch_high_watermarks,
 )
-from processors.chunking import chunker_for
-from pgai_orm.embedders import create_embedder
-from pgai_orm.events import canonical_key
-from processors.formatting import formatter_for
-from processors.pipeline import config_objects
-from tests import polling
 from tests.fake_providers._server import Fault
 from tests.fake_providers.openai_server import FakeOpenAIServer
-
-SESSION_TIMEOUT = "3"
-WAIT_S = 60.0
-
-TEXT = (
-    "Postgres streams every change through logical replication. The connector turns each "
-    "change into an event. Kafka keeps the events in order per row. Faust agents chunk and "
-    "embed the text. The store keeps one vector per chunk. Queries join the store to the "
-    "source table. "
+from tests.support.configs import local_config, openai_config
+from tests.support.vectorizers import install_catalog
+from tests.support.worker import (
+    TEXT,
+    WAIT_S,
+    Source,
+    make_source,
+    start_worker,
+    stop_worker,
+    wait_for,
+    worker,
 )
-
-
-def local_config(dimensions: int = 256, template: str = "$title - $chunk") -> dict[str, Any]:
-    """A vectorizer config as the catalog stores it: the offline wordllama model."""
-    return VectorizerConfig(
-        embedding=EmbeddingLocalConfig(model="wordllama", dimensions=dimensions),
-        chunking=ChunkingRecursiveCharacterTextSplitterConfig(
-            chunk_column="content", chunk_size=120, chunk_overlap=20, separators=[". ", " "]),
-        formatting=FormattingPythonTemplateConfig(template=template),
-    ).to_dict()
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    return polling.wait_for(condition, what, timeout, interval=0.1)
-
-
-@dataclass
-class Source:
-    """A source table with a vectorizer, and a producer that speaks the event contract."""
-
-    url: str
-    servers: str
-    table: str
-    prefix: str
-    vectorizer_id: int
-    config: dict[str, Any]
-    partitions: int
-    lsn: int = 1000
-    producer: KafkaProducer = field(init=False)
-    sent: list[tuple[bytes, bytes | None, int | None]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.producer = KafkaProducer(bootstrap_servers=self.servers, acks="all")
-
-    @property
-    def topic(self) -> str:
-        with psycopg.connect(self.url) as conn:
-            database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
-        return topic_name(self.prefix, database, "public", self.table)
-
-    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            cur = conn.execute(query, params)
-            return cur.fetchall() if cur.description else []
-
-    def _send(self, key: dict[str, Any], value: dict[str, Any] | None,
-              partition: int | None = None) -> None:
-        record = (canonical_key(key), None if value is None else orjson.dumps(value),
-                  partition)
-        self.sent.append(record)
-        self.producer.send(self.topic, key=record[0], value=record[1], partition=partition)
-
-    def resend_everything(self) -> None:
-        for key, value, partition in list(self.sent):
-            self.producer.send(self.topic, key=key, value=value, partition=partition)
-        self.producer.flush()
-
-    def _event(self, op: str, key: dict[str, Any], row: dict[str, Any] | None,
-               unchanged_toast: list[str] | None = None) -> dict[str, Any]:
-        self.lsn += 10
-        return {"op": op, "lsn": self.lsn, "commit_lsn": self.lsn + 1,
-                "commit_time": "2026-11-24T10:00:00+00:00", "xid": 1, "schema": "public",
-                "table": self.table, "key": key, "row": row,
-                "unchanged_toast": unchanged_toast or []}
-
-    def row(self, id_: int) -> dict[str, Any]:
-        return self.sql(sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE id = %s")
-                        .format(sql.Identifier(self.table)).as_string(), (id_,))[0][0]
-
-    def upsert(self, id_: int, op: str = "insert", toast: tuple[str, ...] = (), **values: Any) -> None:
-        """Write the row in Postgres, then publish its event (``toast`` columns left out)."""
-        cols = ["id", *values]
-        self.sql(
-            sql.SQL("INSERT INTO {t} ({c}) VALUES ({v}) ON CONFLICT (id) DO UPDATE SET ({c}) = ROW({e})")
-            .format(t=sql.Identifier(self.table), c=sql.SQL(", ").join(map(sql.Identifier, cols)),
-                    v=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
-                    e=sql.SQL(", ").join(sql.Identifier("excluded", c) for c in cols)).as_string(),
-            [id_, *values.values()],
-        )
-        row = {k: v for k, v in self.row(id_).items() if k not in toast}
-        self._send({"id": id_}, self._event(op, {"id": id_}, row, list(toast)))
-
-    def send_row(self, id_: int, op: str, row: dict[str, Any]) -> None:
-        """Publish an event with exactly this row (to model rows the template cannot use)."""
-        self._send({"id": id_}, self._event(op, {"id": id_}, row))
-
-    def delete(self, id_: int) -> None:
-        self.sql(sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(self.table)).as_string(), (id_,))
-        self._send({"id": id_}, self._event("delete", {"id": id_}, None))
-        self._send({"id": id_}, None)  # the tombstone
-
-    def truncate(self) -> None:
-        self.sql(sql.SQL("TRUNCATE {}").format(sql.Identifier(self.table)).as_string())
-        event = self._event("truncate", {"__truncate__": True}, None)
-        for partition in range(self.partitions):
-            self._send({"__truncate__": True}, event, partition=partition)
-
-    def flush(self) -> None:
-        self.producer.flush()
-
-    # -- what the store holds vs what the source implies ----------------------------------------
-
-    def store_table(self) -> str:
-        return self.sql("SELECT target_table FROM vectorizer.vectorizers WHERE id = %s",
-                        (self.vectorizer_id,))[0][0]
-
-    def store_rows(self) -> list[tuple[int, int, str, str]]:
-        return self.sql(sql.SQL("SELECT id, chunk_seq, chunk, embedding::text FROM {} ORDER BY 1, 2")
-                        .format(sql.Identifier(self.store_table())).as_string())
-
-    def expected_rows(self, config: dict[str, Any] | None = None) -> list[tuple[int, int, str, list[float]]]:
-        """Chunk, format and embed every source row with the config, outside the pipeline."""
-        objects = config_objects(config or self.config)
-        chunker, formatter = chunker_for(objects.chunking), formatter_for(objects.formatting)
-        embedder = create_embedder(objects.embedding)
-        result: list[tuple[int, int, str, list[float]]] = []
-        rows = [r[0] for r in self.sql(sql.SQL("SELECT to_jsonb(t) FROM {} t ORDER BY id")
-                                       .format(sql.Identifier(self.table)).as_string())]
-        for row in rows:
-            chunks = chunker(row["content"])
-            vectors = embedder.embed_sync([formatter(c, row) for c in chunks]) if chunks else []
-            result += [(row["id"], seq, c, v) for seq, (c, v) in enumerate(zip(chunks, vectors))]
-        return result
-
-    def store_matches_source(self, config: dict[str, Any] | None = None) -> bool:
-        stored, expected = self.store_rows(), self.expected_rows(config)
-        if [r[:3] for r in stored] != [e[:3] for e in expected]:
-            return False
-        return all(np.allclose(orjson.loads(s[3]), e[3], atol=1e-5)
-                   for s, e in zip(stored, expected))
 
 
 @pytest.fixture
 def database(fresh_database_url: str) -> str:
     """A fresh database per test: the supervisor serves every vectorizer of its database."""
-    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
-        conn.execute(catalog_sql())
+    install_catalog(fresh_database_url)
     return fresh_database_url
-
-
-def make_source(url: str, servers: str, config: dict[str, Any], partitions: int = 2) -> Source:
-    table = f"posts_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, title text, content text,"
-                             " views int DEFAULT 0)").format(sql.Identifier(table)))
-        vectorizer_id = conn.execute(
-            "SELECT vectorizer.create_vectorizer('public', %s, NULL, NULL, NULL, NULL, NULL,"
-            " %s::jsonb, 'content', %s, %s)",
-            (table, orjson.dumps(config).decode(), ["title"], config["embedding"]["dimensions"]),
-        ).fetchone()[0]  # type: ignore[index]
-    source = Source(url, servers, table, f"t{uuid.uuid4().hex[:6]}", vectorizer_id, config, partitions)
-    admin = KafkaAdminClient(bootstrap_servers=servers)
-    try:
-        admin.create_topics([NewTopic(source.topic, partitions, 1)])
-    finally:
-        admin.close()
-    return source
-
-
-@contextmanager
-def worker(source: Source, *extra: str, env: dict[str, str] | None = None,
-           log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """`vectorizer worker` (the supervisor) as a separate process; SIGTERM on exit."""
-    process = start_worker(source, *extra, env=env, log=log)
-    try:
-        yield process
-    finally:
-        stop_worker(process)
-
-
-def start_worker(source: Source, *extra: str, env: dict[str, str] | None = None,
-                 log: Path | None = None) -> subprocess.Popen[bytes]:
-    output = log.open("ab") if log is not None else None
-    return subprocess.Popen(
-        [sys.executable, "-m", "processors.cli", "--topic-prefix", source.prefix,
-         "--session-timeout", SESSION_TIMEOUT, "--batch-within", "0.2", "--poll-interval", "0.5",
-         "--without-web", "--loglevel", "warning", *extra],
-        env={**os.environ, "DATABASE_URL": source.url, "KAFKA_BOOTSTRAP_SERVERS": source.servers,
-             **(env or {})},
-        stdout=output, stderr=subprocess.STDOUT if output else None,
-    )
-
-
-def stop_worker(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def applied_lsns(source: Source) -> dict[int, int]:
@@ -309,14 +101,6 @@ def test_store_follows_inserts_updates_deletes_and_truncate(database: str, kafka
         assert source.store_matches_source()
 
 
-def openai_config(server: FakeOpenAIServer) -> dict[str, Any]:
-    config = local_config()
-    config["embedding"] = EmbeddingOpenaiConfig(
-        model="text-embedding-3-small", dimensions=64, api_key_name="PROCESSORS_TEST_KEY",
-        base_url=server.base_url).to_dict()
-    return config
-
-
 def embedded_inputs(server: FakeOpenAIServer) -> int:
     return sum(len(body["input"]) for body in server.embedding_requests())
 
@@ -325,7 +109,7 @@ def test_only_changed_chunks_are_embedded_and_failures_are_recorded(
         database: str, kafka_bootstrap_servers: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeOpenAIServer() as server:
         monkeypatch.setenv("PROCESSORS_TEST_KEY", server.api_key)
-        source = make_source(database, kafka_bootstrap_servers, openai_config(server))
+        source = make_source(database, kafka_bootstrap_servers, openai_config(server.base_url, "PROCESSORS_TEST_KEY"))
         for i in range(1, 6):
             source.upsert(i, title=f"post {i}", content=TEXT)
         source.flush()

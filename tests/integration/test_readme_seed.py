@@ -7,8 +7,9 @@ wire format; the store rows are written here the way a processor writes them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,8 +17,8 @@ from sqlalchemy import create_engine
 
 from infra.urls import sqlalchemy_url
 from pgai_orm.configuration import VectorizerConfig
-from processors.chunking import chunker_for
 from pgai_orm.embedders import create_embedder
+from processors.chunking import chunker_for
 from processors.formatting import formatter_for
 from tests.fake_providers.openai_server import FakeOpenAIServer
 from tests.integration.alembic_project import AlembicProject

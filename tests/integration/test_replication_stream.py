@@ -25,16 +25,16 @@ from connector.pgoutput import (
     Commit,
     Delete,
     Insert,
-    PgOutputDecoder,
     PgOutputMessage,
     Relation,
     Truncate,
     Type,
     Update,
+    decode_message,
 )
 from connector.replication import ReplicationError, ReplicationStream
 from connector.values import ValueRenderer
-from tests import polling
+from tests.support import polling
 
 PUBLICATION = "test_replication_pub"
 DEADLINE_S = 30.0
@@ -97,16 +97,14 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_
     return polling.wait_for(condition, what, timeout, interval=0.05)
 
 
-def read_until_commits(
-    stream: ReplicationStream, decoder: PgOutputDecoder, commits: int
-) -> list[tuple[int, PgOutputMessage]]:
+def read_until_commits(stream: ReplicationStream, commits: int) -> list[tuple[int, PgOutputMessage]]:
     """Read (start LSN, message) pairs until ``commits`` Commit messages arrived."""
     out: list[tuple[int, PgOutputMessage]] = []
     deadline = time.monotonic() + DEADLINE_S
     while sum(type(m) is Commit for _, m in out) < commits:
         assert time.monotonic() < deadline, f"only {out!r} arrived before the deadline"
         for data in stream.read_batch(max_messages=100, timeout=0.5):
-            out.append((data.start_lsn, decoder.decode(data.payload)))
+            out.append((data.start_lsn, decode_message(data.payload)))
     return out
 
 
@@ -170,7 +168,7 @@ def test_stream_decodes_every_change_and_feedback_confirms(source_url: str) -> N
             writer.execute("TRUNCATE every_type")
 
         stream.start()
-        messages = read_until_commits(stream, PgOutputDecoder(), commits=4)
+        messages = read_until_commits(stream, commits=4)
     except BaseException:
         stream.close()
         raise
@@ -233,7 +231,7 @@ def test_stream_decodes_every_change_and_feedback_confirms(source_url: str) -> N
 
         # Transactions: begin/commit pairs agree, LSNs increase, all after the slot's start.
         assert len(begins) == len(commits) == 4
-        for begin, commit in zip(begins, commits):
+        for begin, commit in zip(begins, commits, strict=True):
             assert begin.final_lsn == commit.commit_lsn
             assert begin.commit_time == commit.commit_time
             assert consistent_lsn <= commit.commit_lsn < commit.end_lsn
@@ -257,7 +255,7 @@ def test_stream_decodes_every_change_and_feedback_confirms(source_url: str) -> N
     # A new stream on the slot resumes after the confirmed LSN: transactions 3 and 4 only.
     with ReplicationStream.open(source_url, slot_for(source_url), [PUBLICATION]) as resumed:
         resumed.start()
-        again = [m for _, m in read_until_commits(resumed, PgOutputDecoder(), commits=2)]
+        again = [m for _, m in read_until_commits(resumed, commits=2)]
         assert [type(m) for m in again if isinstance(m, (Insert, Update, Delete, Truncate))] == [
             Delete, Truncate
         ]
@@ -280,12 +278,11 @@ def test_read_batch_is_bounded_and_returns_empty_when_idle(source_url: str) -> N
         batches: list[int] = []
         decoded: list[PgOutputMessage] = []
         deadline = time.monotonic() + DEADLINE_S
-        decoder = PgOutputDecoder()
         while not decoded or type(decoded[-1]) is not Commit:
             assert time.monotonic() < deadline, "the insert transaction did not arrive"
             batch = stream.read_batch(max_messages=7, timeout=0.5, linger=0.05)
             batches.append(len(batch))
-            decoded.extend(decoder.decode(m.payload) for m in batch)
+            decoded.extend(decode_message(m.payload) for m in batch)
         assert max(batches) <= 7
         assert sum(type(m) is Insert for m in decoded) == 50
         assert [type(m) for m in decoded].count(Commit) == 1
@@ -308,5 +305,5 @@ def test_keepalives_are_answered_while_idle(source_url: str) -> None:
         assert stream.wal_end > 0  # keepalives arrived and were read
         with psycopg.connect(source_url, autocommit=True) as writer:
             writer.execute("INSERT INTO every_type (id) VALUES (100)")
-        decoded = [m for _, m in read_until_commits(stream, PgOutputDecoder(), commits=1)]
+        decoded = [m for _, m in read_until_commits(stream, commits=1)]
         assert [m.new[0] for m in decoded if isinstance(m, Insert)] == ["100"]

@@ -15,26 +15,20 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from infra.status import read_report, render_report
-from pgai_orm.catalog import catalog_sql
+from infra.faults import TEXT, Pipeline, run_sql
+from infra.ops.render import render_report
+from infra.ops.report import read_report
 from pgai_orm.configuration import (
     ChunkingRecursiveCharacterTextSplitterConfig,
     EmbeddingLocalConfig,
     FormattingPythonTemplateConfig,
     VectorizerConfig,
 )
-from tests import polling
 from tests.fake_providers._server import Fault
 from tests.fake_providers.openai_server import FakeOpenAIServer
-from tests.reliability.harness import (
-    KEY_ENV,
-    TEXT,
-    Pipeline,
-    create_vectorizer,
-    local_config,
-    openai_config,
-    run_sql,
-)
+from tests.support import polling
+from tests.support.configs import OPENAI_KEY_ENV, local_config, openai_config
+from tests.support.vectorizers import create_vectorizer, install_catalog
 
 pytestmark = pytest.mark.reliability
 
@@ -47,23 +41,23 @@ def _table(url: str, ddl: str) -> str:
 
 def test_migration_time_errors_name_the_problem(fresh_database_url: str) -> None:
     url = fresh_database_url
-    run_sql(url, catalog_sql())
+    install_catalog(url)
     with_pk = _table(url, "CREATE TABLE {t} (id int PRIMARY KEY, title text, content text)")
     no_pk = _table(url, "CREATE TABLE {t} (id int, content text)")
 
     with pytest.raises(psycopg.Error, match=r"placeholder \$author is not a column"):
-        create_vectorizer(url, "public", with_pk, local_config("$author: $chunk"), ["author"])
+        create_vectorizer(url, with_pk, local_config("$author: $chunk"))
     with pytest.raises(psycopg.Error, match="has no primary key"):
-        create_vectorizer(url, "public", no_pk, local_config("$chunk"), [])
+        create_vectorizer(url, no_pk, local_config("$chunk"))
     missing_chunk = local_config("$chunk")
     missing_chunk["chunking"]["chunk_column"] = "body"
     with pytest.raises(psycopg.Error, match='column "body" does not exist'):
-        create_vectorizer(url, "public", with_pk, missing_chunk, [])
+        create_vectorizer(url, with_pk, missing_chunk)
     with pytest.raises(psycopg.Error, match="does not exist"):
-        create_vectorizer(url, "public", "no_such_table", local_config("$chunk"), [])
+        create_vectorizer(url, "no_such_table", local_config("$chunk"))
     # nothing half-made: no catalog row, and the good one still works afterwards
     assert run_sql(url, "SELECT count(*) FROM vectorizer.vectorizers") == [(0,)]
-    assert create_vectorizer(url, "public", with_pk, local_config(), ["title"]) > 0
+    assert create_vectorizer(url, with_pk, local_config()) > 0
 
 
 def test_values_postgres_text_cannot_hold_fail_at_insert_time(fresh_database_url: str) -> None:
@@ -100,7 +94,7 @@ def test_odd_text_types_and_a_renamed_column_flow_through(
     table = _table(url, "CREATE TABLE {t} (id int PRIMARY KEY, title text, content text,"
                         " n int, d date, j jsonb, num numeric)")
     config = types_config()
-    vectorizer_id = create_vectorizer(url, "public", table, config, ["title", "n", "d", "j", "num"])
+    vectorizer_id = create_vectorizer(url, table, config)
     pipeline = Pipeline(url, kafka_bootstrap_servers, "public", table, vectorizer_id, config,
                         f"b{uuid.uuid4().hex[:6]}", tmp_path)
     t = sql.Identifier(table)
@@ -158,9 +152,9 @@ def test_wrong_dimensions_go_to_errors_and_dlq_and_the_pipeline_goes_on(
         config = openai_config(server.base_url)
         url = fresh_database_url
         table = _table(url, "CREATE TABLE {t} (id int PRIMARY KEY, title text, content text)")
-        vectorizer_id = create_vectorizer(url, "public", table, config, ["title"])
+        vectorizer_id = create_vectorizer(url, table, config)
         pipeline = Pipeline(url, kafka_bootstrap_servers, "public", table, vectorizer_id, config,
-                            f"d{uuid.uuid4().hex[:6]}", tmp_path, env={KEY_ENV: server.api_key})
+                            f"d{uuid.uuid4().hex[:6]}", tmp_path, env={OPENAI_KEY_ENV: server.api_key})
         insert = sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(sql.Identifier(table))
         run_sql(url, insert, (1, "first", TEXT))
         pipeline.start()
@@ -200,8 +194,8 @@ def test_source_column_and_source_table_dropped_under_a_vectorizer(
     ddl = "CREATE TABLE {t} (id int PRIMARY KEY, title text, content text)"
     doomed, other = _table(url, ddl), _table(url, ddl)
     config = local_config()
-    doomed_id = create_vectorizer(url, "public", doomed, config, ["title"])
-    other_id = create_vectorizer(url, "public", other, config, ["title"])
+    doomed_id = create_vectorizer(url, doomed, config)
+    other_id = create_vectorizer(url, other, config)
     prefix = f"x{uuid.uuid4().hex[:6]}"
     # one connector and one worker serve both vectorizers of the database
     pipeline = Pipeline(url, kafka_bootstrap_servers, "public", doomed, doomed_id, config,

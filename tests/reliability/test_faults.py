@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from infra.broker import TansuBroker
+from infra.faults import Load, inject, make_pipeline
 from infra.pgadmin import create_database
 from infra.postgres import EmbeddedPostgres
 from tests.fake_providers._server import Fault
 from tests.fake_providers.openai_server import FakeOpenAIServer
-from tests.reliability.faults import Load, inject, make_pipeline
-from tests.reliability.harness import KEY_ENV, openai_config
+from tests.support.configs import OPENAI_KEY_ENV, local_config, openai_config
 
 pytestmark = pytest.mark.reliability
 
@@ -27,7 +27,8 @@ def test_kill9_and_restarts_lose_duplicate_and_stale_nothing(
         restartable_postgres: EmbeddedPostgres, restartable_broker: TansuBroker,
         tmp_path: Path) -> None:
     url = create_database(restartable_postgres.url, "faults")
-    pipeline = make_pipeline(url, restartable_broker.bootstrap_servers, tmp_path)
+    pipeline = make_pipeline(url, restartable_broker.bootstrap_servers, tmp_path,
+                             local_config(dimensions=64))
     load = Load(pipeline, random.Random(20261124))
     load.run(30)  # before the connector: these come through the snapshot
     pipeline.start()
@@ -64,7 +65,7 @@ def test_provider_500s_429_storms_and_timeouts_are_retried_to_completion(
     with FakeOpenAIServer() as server:
         config = openai_config(server.base_url)
         pipeline = make_pipeline(fresh_database_url, kafka_bootstrap_servers, tmp_path, config,
-                                 env={KEY_ENV: server.api_key})
+                                 env={OPENAI_KEY_ENV: server.api_key})
         pipeline.extra_worker_args = ("--embedding-timeout", "1")
         load = Load(pipeline, random.Random(7))
         load.run(10)

@@ -14,17 +14,11 @@ import pytest
 from kafka import KafkaConsumer
 from psycopg import sql
 
-from tests import polling
+from infra.faults import TEXT, Pipeline, run_sql
 from tests.fake_providers.openai_server import FakeOpenAIServer
-from tests.reliability.harness import (
-    KEY_ENV,
-    TEXT,
-    Pipeline,
-    create_vectorizer,
-    local_config,
-    openai_config,
-    run_sql,
-)
+from tests.support import polling
+from tests.support.configs import OPENAI_KEY_ENV, local_config, openai_config
+from tests.support.vectorizers import create_vectorizer
 
 pytestmark = pytest.mark.reliability
 
@@ -45,7 +39,7 @@ def hostile_pipeline(url: str, servers: str, log_dir: Path) -> Pipeline:
     config = local_config()
     config["chunking"]["chunk_column"] = CONTENT
     config["formatting"]["template"] = "$chunk"  # string.Template names cannot hold quotes
-    vectorizer_id = create_vectorizer(url, SCHEMA, TABLE, config, [], name=NAME,
+    vectorizer_id = create_vectorizer(url, TABLE, config, source_schema=SCHEMA, name=NAME,
                                       target_schema=SCHEMA, target_table=TARGET)
     return Pipeline(url, servers, SCHEMA, TABLE, vectorizer_id, config,
                     f"s{uuid.uuid4().hex[:6]}", log_dir, key=KEY)
@@ -154,9 +148,9 @@ def test_api_keys_never_leak_into_logs_database_topics_or_errors(
         table = f"keys_{uuid.uuid4().hex[:8]}"
         run_sql(url, sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, title text, content text)")
                 .format(sql.Identifier(table)))
-        vectorizer_id = create_vectorizer(url, "public", table, config, ["title"])
+        vectorizer_id = create_vectorizer(url, table, config)
         p = Pipeline(url, kafka_bootstrap_servers, "public", table, vectorizer_id, config,
-                     f"k{uuid.uuid4().hex[:6]}", tmp_path, env={KEY_ENV: wrong_key})
+                     f"k{uuid.uuid4().hex[:6]}", tmp_path, env={OPENAI_KEY_ENV: wrong_key})
         insert = sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(sql.Identifier(table))
         run_sql(url, insert, (1, "one", TEXT))
         p.start()
@@ -166,8 +160,8 @@ def test_api_keys_never_leak_into_logs_database_topics_or_errors(
                                                       " vectorizer.errors"), "the 401", 60, 0.2)
             assert wrong_key[:12] not in str(errors)
             # the right key: the pipeline goes on
-            p._kill(p.worker, 15)
-            p.env[KEY_ENV] = server.api_key
+            p.stop_worker()
+            p.env[OPENAI_KEY_ENV] = server.api_key
             p.start_worker()
             run_sql(url, sql.SQL("UPDATE {} SET content = %s").format(sql.Identifier(table)),
                     ("Fixed. " + TEXT,))

@@ -1,8 +1,9 @@
-"""Shared setup for the ORM tests (no tests here): real vectorizers, real chunks, real vectors.
+"""Setup for the ORM tests: engines, real chunks and real vectors in the store.
 
 Processors are not part of these tests, so ``write_embeddings`` plays their role with the real
 offline model: it splits the text into sentences, formats ``$title - $chunk`` and embeds through
-``create_embedder``, then inserts store rows through the generated embedding class.
+``create_embedder``, then inserts store rows through the generated embedding class. The
+vectorizers themselves come from :func:`tests.support.vectorizers.create_vectorizer`.
 """
 
 from __future__ import annotations
@@ -12,41 +13,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session
 
 from infra.urls import sqlalchemy_url
-from pgai_orm.alembic import register_operations
-from pgai_orm.configuration import (
-    ChunkingRecursiveCharacterTextSplitterConfig,
-    EmbeddingLocalConfig,
-    FormattingPythonTemplateConfig,
-)
+from pgai_orm.configuration import EmbeddingLocalConfig
 from pgai_orm.embedders import create_embedder
 
 
 def make_engine(url: str) -> Engine:
     """A SQLAlchemy engine on the psycopg 3 driver for a fixture's ``postgresql://`` URL."""
     return create_engine(sqlalchemy_url(url))
-
-
-def create_vectorizer(engine: Engine, source: str, *, chunk_column: str = "content",
-                      template: str = "$title - $chunk", **kwargs: Any) -> None:
-    """``op.create_vectorizer`` through Alembic's real Operations API, as a migration would."""
-    register_operations()
-    kwargs.setdefault("embedding", EmbeddingLocalConfig())
-    with engine.begin() as conn:
-        op = Operations(MigrationContext.configure(conn))
-        op.create_vectorizer(
-            source=source,
-            chunking=ChunkingRecursiveCharacterTextSplitterConfig(
-                chunk_column=chunk_column, chunk_size=200, chunk_overlap=0,
-                separators=[". ", " "]),
-            formatting=FormattingPythonTemplateConfig(template=template),
-            **kwargs,
-        )
 
 
 def split_sentences(text: str) -> list[str]:

@@ -1,7 +1,7 @@
 """The catalog script splits into single statements without breaking function bodies."""
 
-from pgai_orm.catalog.schema import split_sql_script
 from pgai_orm.catalog import catalog_sql
+from pgai_orm.catalog.schema import split_sql_script
 
 
 def test_function_bodies_stay_whole() -> None:

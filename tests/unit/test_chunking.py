@@ -25,14 +25,16 @@ from processors.chunking import (
 
 lc = pytest.importorskip("langchain_text_splitters")
 
-_STDLIB_MODULES = (
-    "abc argparse ast asyncio base64 bisect calendar collections configparser contextlib copy "
-    "csv dataclasses datetime decimal difflib email enum fractions functools gettext glob heapq "
-    "hmac html http imaplib inspect ipaddress itertools json logging mailbox operator optparse "
-    "os pathlib pickle pprint queue random re sched secrets shlex shutil smtplib socket sqlite3 "
-    "statistics string struct subprocess tarfile tempfile textwrap threading timeit tokenize "
-    "typing unittest urllib uuid warnings weakref xml zipfile zoneinfo"
-).split()
+_STDLIB_MODULES = [
+    "abc", "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "collections", "configparser",
+    "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "email", "enum",
+    "fractions", "functools", "gettext", "glob", "heapq", "hmac", "html", "http", "imaplib", "inspect",
+    "ipaddress", "itertools", "json", "logging", "mailbox", "operator", "optparse", "os", "pathlib",
+    "pickle", "pprint", "queue", "random", "re", "sched", "secrets", "shlex", "shutil", "smtplib",
+    "socket", "sqlite3", "statistics", "string", "struct", "subprocess", "tarfile", "tempfile",
+    "textwrap", "threading", "timeit", "tokenize", "typing", "unittest", "urllib", "uuid", "warnings",
+    "weakref", "xml", "zipfile", "zoneinfo",
+]
 
 
 def _corpus() -> list[str]:

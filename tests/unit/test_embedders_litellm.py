@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("litellm")
 
-from pgai_orm.embedders import (  # noqa: E402
+from pgai_orm.embedders import (
     DimensionMismatchError,
     MissingApiKeyError,
     PermanentEmbeddingError,
@@ -22,11 +22,11 @@ from pgai_orm.embedders import (  # noqa: E402
     TransientEmbeddingError,
     create_embedder,
 )
-from pgai_orm.embedders.litellm import LiteLLMEmbedder  # noqa: E402
-from pgai_orm.embedders.voyageai import VoyageAIEmbedder  # noqa: E402
-from tests.fake_providers._server import Fault, fake_vector  # noqa: E402
-from tests.fake_providers.configs import make_config  # noqa: E402
-from tests.fake_providers.openai_server import FakeOpenAIServer  # noqa: E402
+from pgai_orm.embedders.litellm import LiteLLMEmbedder
+from pgai_orm.embedders.voyageai import VoyageAIEmbedder
+from tests.fake_providers._server import Fault, fake_vector
+from tests.fake_providers.configs import make_config
+from tests.fake_providers.openai_server import FakeOpenAIServer
 
 KEY = "sk-litellm-test-secret-9876"
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, max_total=10)

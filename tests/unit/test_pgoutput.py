@@ -18,7 +18,6 @@ from connector.pgoutput import (
     Insert,
     Message,
     Origin,
-    PgOutputDecoder,
     PgOutputError,
     PrimaryKeepalive,
     Relation,
@@ -210,19 +209,19 @@ def test_memoryview_input_decodes_like_bytes() -> None:
 
 
 def test_streamed_transaction_messages_carry_xid() -> None:
-    decoder = PgOutputDecoder()
     xid = struct.pack(">I", 901)
-    assert decoder.decode(b"S" + struct.pack(">IB", 901, 1)) == StreamStart(901, True)
-    relation = decoder.decode(relation_bytes(xid))
+    assert decode_message(b"S" + struct.pack(">IB", 901, 1)) == StreamStart(901, True)
+    relation = decode_message(relation_bytes(xid), in_stream=True)
     assert isinstance(relation, Relation) and relation.xid == 901 and relation.name == "blog_posts"
-    insert = decoder.decode(b"I" + xid + struct.pack(">I", 16393) + b"N" + tuple_data(text("1")))
+    insert = decode_message(b"I" + xid + struct.pack(">I", 16393) + b"N" + tuple_data(text("1")),
+                            in_stream=True)
     assert insert == Insert(16393, ("1",), xid=901)
-    assert decoder.decode(b"E") == StreamStop()
-    # Outside the block the same decoder expects no xid again.
-    assert decoder.decode(b"I" + struct.pack(">I", 16393) + b"N" + tuple_data(text("2"))) == Insert(
+    assert decode_message(b"E", in_stream=True) == StreamStop()
+    # Outside the block no xid is expected again.
+    assert decode_message(b"I" + struct.pack(">I", 16393) + b"N" + tuple_data(text("2"))) == Insert(
         16393, ("2",)
     )
-    commit = decoder.decode(b"c" + struct.pack(">IBQQq", 901, 0, 10, 20, 30))
+    commit = decode_message(b"c" + struct.pack(">IBQQq", 901, 0, 10, 20, 30))
     assert commit == StreamCommit(xid=901, flags=0, commit_lsn=10, end_lsn=20, commit_time=30)
 
 

@@ -1,4 +1,8 @@
-"""Parsing change events per the contract, and reducing a batch to the newest event per row."""
+"""Decoding change events per the contract, and reducing a batch to the newest event per row.
+
+Good events come from the contract's encoder (``tests.support.events``); the malformed ones,
+the point of their test, are raw bytes.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
-from pgai_orm.events import EventFormatError, RowChange, Truncate, canonical_key
-from pgai_orm.events import decode_event as parse_event
+from pgai_orm.events import EventFormatError, RowChange, RowOp, Truncate, canonical_key, decode_event
 from processors.events import reduce_newest
+from tests.support.events import row_change, truncate
 
 
-def value(op: str, lsn: int, key: dict[str, Any] | None = None, row: dict[str, Any] | None = None,
-          unchanged_toast: list[str] | None = None) -> bytes:
-    return orjson.dumps({
-        "op": op, "lsn": lsn, "commit_lsn": lsn + 1, "commit_time": "2026-11-24T10:00:00+00:00",
-        "xid": 7, "schema": "public", "table": "blog_posts", "key": key, "row": row,
-        "unchanged_toast": unchanged_toast or [],
-    })
-
-
-def change(op: str, lsn: int, id_: int = 1, **row: Any) -> RowChange:
-    event = parse_event(value(op, lsn, {"id": id_}, {"id": id_, **row} if op != "delete" else None))
+def change(op: RowOp, lsn: int, id_: int = 1, **row: Any) -> RowChange:
+    event = decode_event(row_change(op, lsn, {"id": id_}, {"id": id_, **row})[1])
     assert isinstance(event, RowChange)
     return event
 
@@ -32,20 +27,22 @@ def test_canonical_key_matches_the_connector_bytes() -> None:
 
 
 def test_parse_insert_update_with_unchanged_toast() -> None:
-    event = parse_event(value("update", 42, {"id": 1}, {"id": 1, "title": "t"}, ["content"]))
+    _, value = row_change("update", 42, {"id": 1}, {"id": 1, "title": "t"},
+                          unchanged_toast=["content"])
+    event = decode_event(value)
     assert event == RowChange("update", 42, {"id": 1}, '{"id":1}', {"id": 1, "title": "t"},
                               frozenset({"content"}))
     assert not event.is_delete
 
 
 def test_parse_delete_has_no_row_and_tombstone_is_none() -> None:
-    event = parse_event(value("delete", 9, {"id": 3}))
+    event = decode_event(row_change("delete", 9, {"id": 3})[1])
     assert isinstance(event, RowChange) and event.is_delete and event.row is None
-    assert parse_event(None) is None
+    assert decode_event(None) is None
 
 
 def test_parse_truncate() -> None:
-    assert parse_event(value("truncate", 77, {"__truncate__": True})) == Truncate(77)
+    assert decode_event(truncate(77)[1]) == Truncate(77)
 
 
 @pytest.mark.parametrize("raw", [
@@ -58,7 +55,7 @@ def test_parse_truncate() -> None:
 ])
 def test_malformed_events_are_rejected_with_a_reason(raw: bytes) -> None:
     with pytest.raises(EventFormatError):
-        parse_event(raw)
+        decode_event(raw)
 
 
 def test_reduce_keeps_the_newest_change_per_key_whatever_the_order() -> None:

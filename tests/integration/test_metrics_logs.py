@@ -15,12 +15,10 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
@@ -28,8 +26,7 @@ from psycopg import sql
 from infra.ports import free_port
 from pgai_orm.runtime.logs import JsonFormatter, TextFormatter
 from tests.support.configs import local_config
-from tests.support.vectorizers import create_vectorizer
-from tests.support.worker import TEXT, Source, stop_worker, wait_for
+from tests.support.worker import TEXT, Source, make_source, stop_worker, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY_MARKER = "sk-test-MARKER-7f3a9c1e5b"
@@ -67,14 +64,8 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def source(fresh_database_url: str, kafka_bootstrap_servers: str) -> Source:
-    table = f"posts_{uuid.uuid4().hex[:8]}"
-    config = local_config()
-    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, title text, content text,"
-                             " views int DEFAULT 0)").format(sql.Identifier(table)))
-    vectorizer_id = create_vectorizer(fresh_database_url, table, config)
-    return Source(fresh_database_url, kafka_bootstrap_servers, table, f"m{uuid.uuid4().hex[:6]}",
-                  vectorizer_id, config, partitions=2)
+    return make_source(fresh_database_url, kafka_bootstrap_servers, local_config(), partitions=2,
+                       create_topic=False)
 
 
 def with_password(url: str) -> str:

@@ -12,16 +12,13 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 from psycopg import sql
 
 from tests.support.configs import local_config
-from tests.support.vectorizers import create_vectorizer
-from tests.support.worker import TEXT, Source, stop_worker, wait_for, worker
+from tests.support.worker import TEXT, Source, make_source, stop_worker, wait_for, worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,17 +30,8 @@ def connector_log(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def source(fresh_database_url: str, kafka_bootstrap_servers: str) -> Source:
-    table = f"posts_{uuid.uuid4().hex[:8]}"
-    config = local_config()
-    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, title text, content text,"
-                             " views int DEFAULT 0)").format(sql.Identifier(table)))
-        # no compression: a long value really goes out of line, so pgoutput sends it as unchanged
-        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN content SET STORAGE EXTERNAL")
-                     .format(sql.Identifier(table)))
-    vectorizer_id = create_vectorizer(fresh_database_url, table, config)
-    return Source(fresh_database_url, kafka_bootstrap_servers, table, f"e{uuid.uuid4().hex[:6]}",
-                  vectorizer_id, config, partitions=3)
+    return make_source(fresh_database_url, kafka_bootstrap_servers, local_config(), partitions=3,
+                       create_topic=False, external_content=True)
 
 
 def start_connector(source: Source, log: Path) -> subprocess.Popen[bytes]:

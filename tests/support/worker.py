@@ -164,13 +164,25 @@ class Source:
                    for s, e in zip(stored, expected, strict=True))
 
 
-def make_source(url: str, servers: str, config: dict[str, Any], partitions: int = 2) -> Source:
+def make_source(url: str, servers: str, config: dict[str, Any], partitions: int = 2, *,
+                create_topic: bool = True, external_content: bool = False) -> Source:
+    """A fresh ``posts_*`` table (id, title, content, views) with a vectorizer on it.
+
+    ``create_topic=False`` leaves the topic to a connector under test; ``external_content``
+    stores ``content`` uncompressed, so a long value really goes out of line and pgoutput sends
+    it as unchanged TOAST on updates that do not touch it.
+    """
     table = f"posts_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, title text, content text,"
                              " views int DEFAULT 0)").format(sql.Identifier(table)))
+        if external_content:
+            conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN content SET STORAGE EXTERNAL")
+                         .format(sql.Identifier(table)))
     vectorizer_id = create_vectorizer(url, table, config)
     source = Source(url, servers, table, f"t{uuid.uuid4().hex[:6]}", vectorizer_id, config, partitions)
+    if not create_topic:
+        return source
     admin = KafkaAdminClient(bootstrap_servers=servers)
     try:
         admin.create_topics([NewTopic(source.topic, partitions, 1)])

@@ -46,8 +46,8 @@ from pgai_orm.catalog.versions import (
     load_version_source,
     replay_target_json,
 )
-from pgai_orm.errors import InvariantError
-from pgai_orm.events import Event, EventFormatError, decode_event
+from pgai_orm.errors import InvariantError, VectorizerError
+from pgai_orm.events import Event, EventFormatError, RowChange, decode_event
 from pgai_orm.names import DEFAULT_TOPIC_PREFIX, consumer_group, dlq_topic, topic_name
 from processors.errors_sink import ErrorSink, RowError
 from processors.faust_transport import broker_urls
@@ -65,9 +65,28 @@ from processors.store import StalePlanError
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: A batch failing this often with an unexpected error ends the worker process (see handle).
+#: A batch failing this often with an unexpected error is applied in halves (see isolate).
 MAX_BATCH_FAILURES = 3
+#: Exit status when not even an error row can be written (see _skip_unappliable).
 EXIT_BATCH_FAILED = 70
+
+
+class BatchFailedError(VectorizerError):
+    """A batch step failed :data:`MAX_BATCH_FAILURES` times with an unexpected error."""
+
+    def __init__(self, what: str, attempts: int) -> None:
+        super().__init__(f"batch {what} failed {attempts} times")
+        self.what = what
+        self.attempts = attempts
+
+    @property
+    def cause_name(self) -> str:
+        return type(self.__cause__).__name__ if self.__cause__ else "unknown"
+
+    @property
+    def cause_text(self) -> str:
+        cause = self.__cause__
+        return f"{type(cause).__name__}: {cause}" if cause else "unknown error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +176,73 @@ class VersionRunner:
         await self._close_write()
 
     async def handle(self, values: list[bytes | None], keys: list[bytes | None]) -> BatchReport:
-        """Apply one batch (prepare, then commit)."""
-        return await self.commit_batch(await self.prepare_batch(values, keys))
+        """Apply one batch (prepare, then commit); a batch that keeps failing is isolated."""
+        try:
+            return await self.commit_batch(await self.prepare_batch(values, keys))
+        except BatchFailedError as exc:
+            await self.isolate(values, keys, exc)
+            return BatchReport()
+
+    async def isolate(self, values: list[bytes | None], keys: list[bytes | None],
+                      failure: BatchFailedError) -> None:
+        """Apply a batch that failed :data:`MAX_BATCH_FAILURES` times in halves, until the
+        records that cannot be applied stand alone; each of those is recorded (errors table and
+        DLQ) and skipped, so one row never stops the vectorizer.
+
+        Halves are applied in order, so the changes of one key still reach the store in commit
+        order (the LSN guard skips anything older). A skipped change leaves its row as the store
+        had it; ``vectorizer status`` counts the error until a later change of the row applies.
+        """
+        if len(values) <= 1:
+            if values:
+                await self._skip_unappliable(values[0], keys[0], failure)
+            return
+        middle = len(values) // 2
+        logger.warning("%s: a batch of %d events failed %d times (%s); applying it in halves",
+                       self.spec.group_id, len(values), failure.attempts, failure.cause_text)
+        for part_values, part_keys in ((values[:middle], keys[:middle]),
+                                       (values[middle:], keys[middle:])):
+            try:
+                await self.commit_batch(await self.prepare_batch(part_values, part_keys))
+            except BatchFailedError as exc:
+                await self.isolate(part_values, part_keys, exc)
+
+    async def _skip_unappliable(self, value: bytes | None, key: bytes | None,
+                                failure: BatchFailedError) -> None:
+        try:
+            event = decode_event(value)
+        except EventFormatError:  # malformed events never fail a batch; be safe anyway
+            event = None
+        if isinstance(event, RowChange):
+            key_json, lsn = event.key_json, event.lsn
+        else:  # a truncate (or a record without an event): no row key to name
+            key_json = "null" if key is None else key.decode("utf-8", "replace")
+            lsn = event.lsn if event is not None else 0
+        error = RowError(
+            key_json, lsn, "store",
+            f"this change could not be applied ({failure.cause_text}; {failure.attempts} attempts"
+            f" at {failure.what}); it was skipped and the pipeline goes on: fix the cause, then"
+            " update the row or run `vectorizer replay` to apply it again",
+            {"error": failure.cause_name})
+        logger.error("%s: skipping the change of %s at lsn %s: %s", self.spec.group_id,
+                     key_json, lsn, failure.cause_text)
+        await self.errors.publish([error])
+
+        async def record(conn: AsyncConnection[Any]) -> None:
+            async with conn.transaction():
+                await self.errors.record(conn, [error])
+
+        try:
+            await self._retrying("record", self.connection, self._close_write, record)
+        except BatchFailedError:
+            # Not even an error row can be written: the database refuses this version's writes
+            # for a reason no row explains. Exit with nothing acked; a restart (or another
+            # worker) resumes at the last committed offset.
+            logger.critical("%s: cannot record errors either; exiting", self.spec.group_id)
+            logging.shutdown()
+            os._exit(EXIT_BATCH_FAILED)
+        self.metrics.errors(["store"])
+        self.metrics.events_consumed.inc(1)
 
     async def prepare_batch(self, values: list[bytes | None], keys: list[bytes | None]) -> PreparedBatch:
         """Parse, plan and embed a batch on the read connection (may overlap a commit)."""
@@ -229,16 +313,11 @@ class VersionRunner:
             except RETRYABLE_DB_ERRORS as exc:
                 logger.warning("store unavailable during %s (%s: %s); retrying in %.1fs",
                                what, type(exc).__name__, exc, delay)
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 logger.exception("batch %s failed (%d/%d)", what, failures, MAX_BATCH_FAILURES)
                 if failures >= MAX_BATCH_FAILURES:
-                    # Nothing of this batch was acked, so nothing of it is committed: exiting
-                    # hands its partitions to another worker (or to our restart) at the last
-                    # committed offset. A crashed faust agent would instead hang the worker in
-                    # wait_empty() forever, holding its partitions.
-                    logging.shutdown()
-                    os._exit(EXIT_BATCH_FAILED)
+                    raise BatchFailedError(what, failures) from exc
             await reset()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
@@ -322,17 +401,33 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
         # batch's events are acked by its own commit task right after its transaction.
         committing: asyncio.Future[None] | None = None
 
-        async def commit_then_ack(prepared: PreparedBatch, events: list[Any]) -> None:
-            await runner.commit_batch(prepared, [e.message.partition for e in events])
+        async def ack(events: list[Any]) -> None:
             for event in events:
                 await stream.ack(event)
+
+        async def commit_then_ack(prepared: PreparedBatch, events: list[Any]) -> None:
+            try:
+                await runner.commit_batch(prepared, [e.message.partition for e in events])
+            except BatchFailedError as exc:
+                await runner.isolate([e.message.value for e in events],
+                                     [e.message.key for e in events], exc)
+            await ack(events)
 
         try:
             # StreamT (faust's protocol) lacks noack_take, which faust.Stream has
             batches = stream.noack_take(settings.batch_size, within=settings.batch_within)  # type: ignore[attr-defined]
             async for events in batches:
-                prepared = await runner.prepare_batch([e.message.value for e in events],
-                                                      [e.message.key for e in events])
+                values = [e.message.value for e in events]
+                keys = [e.message.key for e in events]
+                try:
+                    prepared = await runner.prepare_batch(values, keys)
+                except BatchFailedError as exc:
+                    if committing is not None:  # keep commits in batch order
+                        await committing
+                        committing = None
+                    await runner.isolate(values, keys, exc)
+                    await ack(events)
+                    continue
                 if committing is not None:
                     await committing
                 committing = asyncio.ensure_future(commit_then_ack(prepared, events))

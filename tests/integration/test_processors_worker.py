@@ -27,6 +27,7 @@ from processors.app import (
 from tests.fake_providers._server import Fault
 from tests.fake_providers.openai_server import FakeOpenAIServer
 from tests.support.configs import local_config, openai_config
+from tests.support.events import row_change
 from tests.support.vectorizers import install_catalog
 from tests.support.worker import (
     TEXT,
@@ -276,3 +277,33 @@ def test_reembedding_replays_the_topic_and_activates_the_new_version(
         statuses = source.sql("SELECT version, status FROM vectorizer.config_versions"
                               " WHERE vectorizer_id = %s ORDER BY version", (source.vectorizer_id,))
         assert statuses == [(1, "retired"), (2, "active")]
+
+
+def test_a_change_that_can_never_be_applied_is_isolated_recorded_and_skipped(
+        database: str, kafka_bootstrap_servers: str) -> None:
+    """A key that cannot be cast to the store's key type fails its whole batch on every try;
+    the worker applies the batch in halves until that record stands alone, records it and goes
+    on with every other row, without restarting."""
+    source = make_source(database, kafka_bootstrap_servers, local_config(), partitions=1)
+    for i in range(1, 9):
+        source.upsert(i, title=f"post {i}", content=TEXT)
+    # one record whose key the store cannot hold ("x" is no integer), amid good ones
+    source._send(row_change("insert", source._next_lsn(), {"id": "x"},
+                            {"id": "x", "title": "bad", "content": TEXT}, table=source.table))
+    for i in range(9, 13):
+        source.upsert(i, title=f"post {i}", content=TEXT)
+    source.flush()
+    with worker(source, "--batch-size", "64") as process:
+        wait_for(source.store_matches_source, "every good row to be embedded around the bad one")
+        errors = wait_for(lambda: source.sql(
+            "SELECT pk, step, message FROM vectorizer.errors WHERE vectorizer_id = %s",
+            (source.vectorizer_id,)), "the skipped change to be recorded")
+        assert [(pk, step) for pk, step, _ in errors] == [({"id": "x"}, "store")]
+        assert "could not be applied" in errors[0][2] and "InvalidTextRepresentation" in errors[0][2]
+        # later changes flow as usual, and the supervisor never had to restart its child
+        children = psutil.Process(process.pid).children()
+        source.upsert(20, title="after", content=TEXT)
+        source.flush()
+        wait_for(lambda: 20 in applied_lsns(source), "a change after the skipped one")
+        assert psutil.Process(process.pid).children() == children
+        assert source.store_matches_source()

@@ -136,9 +136,14 @@ class Pipeline:
             stop_process(process.pid, STOP_TIMEOUT_S, process=process, group=True,
                          graceful=not crash)
 
-    def kill_connector(self) -> None:
+    def kill_connector(self, *, restart: bool = True) -> None:
         self._stop(self.connector, crash=True)
-        self.start_connector()
+        if restart:
+            self.start_connector()
+
+    def stop_connector(self) -> None:
+        """Stop the connector as an operator would (SIGTERM); :meth:`start_connector` again."""
+        self._stop(self.connector, crash=False)
 
     def kill_worker(self) -> None:
         self._stop(self.worker, crash=True)
@@ -217,22 +222,51 @@ class Pipeline:
         return self.audit()
 
 
-def _create_vectorizer(url: str, table: str, config: Mapping[str, Any]) -> int:
-    """``op.create_vectorizer`` on ``public.<table>``, as a migration would; its id."""
-    objects = VectorizerConfig.from_dict(dict(config))
+def _migration(url: str, step: Callable[[Any], Any]) -> Any:
+    """Run ``step(op)`` in one transaction with Alembic's Operations, as a migration would."""
     register_operations()
     engine = create_engine(sqlalchemy_url(url))
     try:
         with engine.begin() as conn:
-            op: Any = Operations(MigrationContext.configure(conn))
-            op.create_vectorizer(
-                source=table, embedding=objects.embedding, chunking=objects.chunking,
-                formatting=objects.formatting, loading=objects.loading,
-                indexing=objects.indexing, processing=objects.processing)
-            return int(conn.exec_driver_sql(
-                "SELECT currval(pg_get_serial_sequence('vectorizer.vectorizers', 'id'))").scalar_one())
+            return step(Operations(MigrationContext.configure(conn)))
     finally:
         engine.dispose()
+
+
+def _create(op: Any, table: str, config: Mapping[str, Any]) -> int:
+    objects = VectorizerConfig.from_dict(dict(config))
+    op.create_vectorizer(
+        source=table, embedding=objects.embedding, chunking=objects.chunking,
+        formatting=objects.formatting, loading=objects.loading,
+        indexing=objects.indexing, processing=objects.processing)
+    return int(op.get_bind().exec_driver_sql(
+        "SELECT currval(pg_get_serial_sequence('vectorizer.vectorizers', 'id'))").scalar_one())
+
+
+def _create_vectorizer(url: str, table: str, config: Mapping[str, Any]) -> int:
+    """``op.create_vectorizer`` on ``public.<table>``, as a migration would; its id."""
+    return int(_migration(url, lambda op: _create(op, table, config)))
+
+
+def recreate_vectorizer(pipeline: Pipeline, between: Callable[[], None] | None) -> None:
+    """``op.drop_vectorizer(drop_all=True)`` then ``op.create_vectorizer`` with the same config:
+    in two migrations with ``between()`` run in the gap, or (``between=None``) in one."""
+    name = pipeline.sql("SELECT name FROM vectorizer.vectorizers WHERE id = %s",
+                        (pipeline.vectorizer_id,))[0][0]
+
+    def drop(op: Any) -> None:
+        op.drop_vectorizer(name, drop_all=True)
+
+    if between is None:
+        def both(op: Any) -> int:
+            drop(op)
+            return _create(op, pipeline.table, pipeline.config)
+
+        pipeline.vectorizer_id = int(_migration(pipeline.url, both))
+        return
+    _migration(pipeline.url, drop)
+    between()
+    pipeline.vectorizer_id = _create_vectorizer(pipeline.url, pipeline.table, pipeline.config)
 
 
 def make_pipeline(url: str, servers: str, log_dir: Path, config: Mapping[str, Any],

@@ -5,15 +5,29 @@ topics"); this module only decides which event each pgoutput message becomes. It
 a :class:`ChangeEncoder` learns relations and types from the stream and turns
 Insert/Update/Delete/Truncate messages into :class:`Record` s and
 :class:`~pgai_orm.events.Truncate` s. It renders with :mod:`connector.values`, as the snapshot
-does, so a row's key bytes are identical on both paths.
+does, so a row's key bytes are identical on both paths; the key values come from the key
+renderer there (canonical by value: ``1.5`` and ``1.50`` are one key).
 
 Decisions made here, and why:
 
 * The key is the primary key as named by the catalog (``source_pk``), not pgoutput's key flags:
   under ``REPLICA IDENTITY FULL`` every column is flagged, which would make the whole row the key.
+  The key keeps the catalog's names (the store's columns) when a key column is renamed: the
+  Relation message then names the column by its new name, which the catalog finds by attnum
+  (``source_names``), so keys stay addressable instead of coming out empty.
+* Partitions: publications publish via the partition root, so changes of every partition
+  (attached later too) arrive under the partitioned table's relation; a Relation message of a
+  partition itself is only learned.
 * A primary-key change (an Update carrying the old key, ``'K'``, or under FULL an old row whose
   key differs) becomes ``delete`` of the old key, its tombstone, and ``insert`` of the new one:
   the old key's partition and the new key's partition each see a self-contained history.
+  "Differs" compares the canonical key bytes: ``SET id = 1.50 WHERE id = 1.5`` rewrites the
+  key's text, not the key, so it stays an ``update`` of one key (a delete+insert of one key
+  would be applied in either order on one partition only by luck).
+* The key renderer of each key column is chosen once, when the Relation message arrives;
+  types the builtin table does not know (domains, arrays of them, citext) are described from
+  ``pg_type`` through the ``describe`` callback (the session's connection), as the snapshot
+  reader does.
 * Unchanged TOAST columns are left out of ``row`` and listed in ``unchanged_toast``; sending
   ``null`` or ``""`` would erase text downstream.
 * No event object per change: this is the hot path, so the value bytes come straight from
@@ -22,7 +36,7 @@ Decisions made here, and why:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -39,13 +53,24 @@ from connector.pgoutput import (
     pg_time_to_datetime,
 )
 from connector.pgoutput import Truncate as TruncateMessage
-from connector.values import ValueRenderer
-from pgai_orm.errors import InvariantError
+from connector.values import Renderer, TypeInfo, ValueRenderer
+from pgai_orm.errors import InvariantError, VectorizerError
 from pgai_orm.events import Transaction, Truncate, canonical_key, encode_row_change
 
-__all__ = ["ChangeEncoder", "KeyNotSentError", "Record", "TableId", "transaction_of"]
+__all__ = [
+    "ChangeEncoder",
+    "KeyColumnMissingError",
+    "KeyNotSentError",
+    "Record",
+    "SourceNames",
+    "TableId",
+    "transaction_of",
+]
 
 TableId = tuple[str, str]  # (schema, table)
+#: ``(schema, table) -> [(store name, current source name or None), ...]`` of its key columns
+#: (:func:`pgai_orm.catalog.vectorizers.source_key_names` on a connection)
+SourceNames = Callable[[str, str], Sequence[tuple[str, str | None]]]
 
 
 class Record(NamedTuple):
@@ -68,13 +93,23 @@ def _split_toast(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return row, unchanged
 
 
+class _KeyColumn(NamedTuple):
+    position: int  # in the relation's columns and tuples
+    name: str
+    render: Renderer  # text -> canonical key value
+    reuse_row: bool  # the row's rendered value already is the key value
 
 
 @dataclass(slots=True)
 class _Rel:
     table: TableId
     columns: tuple[Column, ...]
-    key_indexes: tuple[int, ...]
+    key: tuple[_KeyColumn, ...]
+    key_names: tuple[str, ...] | None  # set when every key value is the row's value
+
+
+class KeyColumnMissingError(VectorizerError, LookupError):
+    """A key column the catalog names is not in the Relation message, and no rename explains it."""
 
 
 class KeyNotSentError(InvariantError):
@@ -93,24 +128,61 @@ class ChangeEncoder:
     """Turns one replication stream's DML messages into records.
 
     ``key_columns`` maps a table to its primary-key column names (from the catalog); tables not
-    in it fall back to pgoutput's key flags. Not shared between streams (relation ids and
+    in it fall back to pgoutput's key flags. ``describe`` is
+    :func:`connector.values.describe_types` on a connection to the database: without it, keys
+    of non-builtin types are their text. Not shared between streams (relation ids and
     user-type OIDs are learned per stream).
     """
 
-    def __init__(self, key_columns: dict[TableId, Sequence[str]] | None = None) -> None:
+    def __init__(self, key_columns: dict[TableId, Sequence[str]] | None = None,
+                 describe: Callable[[list[int]], Mapping[int, TypeInfo]] | None = None,
+                 source_names: SourceNames | None = None) -> None:
         self.renderer = ValueRenderer()
         self.key_columns: dict[TableId, Sequence[str]] = dict(key_columns or {})
+        self._describe = describe
+        self._source_names = source_names
         self._relations: dict[int, _Rel] = {}
 
     def relation(self, msg: Relation) -> None:
         table = (msg.namespace or "pg_catalog", msg.name)
         wanted = self.key_columns.get(table)
         if wanted:
-            names = [c.name for c in msg.columns]
-            key_indexes = tuple(names.index(n) for n in wanted if n in names)
+            fields = self._key_fields(table, wanted, msg.columns)
         else:
-            key_indexes = tuple(i for i, c in enumerate(msg.columns) if c.is_key)
-        self._relations[msg.relation_id] = _Rel(table, msg.columns, key_indexes)
+            fields = [(i, c.name) for i, c in enumerate(msg.columns) if c.is_key]
+        key_indexes = tuple(i for i, _ in fields)
+        renderer = self.renderer
+        renderer.learn_key_types((msg.columns[i].type_oid for i in key_indexes), self._describe)
+        key = []
+        for i, name in fields:
+            column = msg.columns[i]
+            render = renderer.key_renderer_for(column.type_oid)
+            key.append(_KeyColumn(i, name, render, name == column.name
+                                  and render is renderer.renderer_for(column.type_oid)))
+        key_names = tuple(c.name for c in key) if all(c.reuse_row for c in key) else None
+        self._relations[msg.relation_id] = _Rel(table, msg.columns, tuple(key), key_names)
+
+    def _key_fields(self, table: TableId, wanted: Sequence[str],
+                    columns: Sequence[Column]) -> list[tuple[int, str]]:
+        """``(position, name in the key)`` of each key column the catalog names. A name the
+        Relation message lacks is a renamed key column: ``source_names`` (the catalog, by
+        attnum) says what it is called now. The key keeps the catalog's name, which is the
+        store's, so the rows stay addressable; never a key without the column."""
+        names = [c.name for c in columns]
+        if all(n in names for n in wanted):
+            return [(names.index(n), n) for n in wanted]
+        current = dict(self._source_names(*table)) if self._source_names is not None else {}
+        fields = []
+        for name in wanted:
+            now = name if name in names else current.get(name)
+            if now is None or now not in names:
+                raise KeyColumnMissingError(
+                    f"{table[0]}.{table[1]}: key column {name!r} is not among the streamed columns"
+                    f" {names} and the catalog knows no current name for it (now {now!r}); the"
+                    " connector stops rather than publish events without their key: rename the"
+                    f" column back to {name!r}, or drop and create the vectorizer again")
+            fields.append((names.index(now), name))
+        return fields
 
     def type(self, msg: Type) -> None:
         self.renderer.register_type(msg)
@@ -120,15 +192,37 @@ class ChangeEncoder:
         return rel.table if rel else None
 
     def _key(self, rel: _Rel, values: Sequence[Value]) -> dict[str, Any]:
-        render = self.renderer.render
-        columns = rel.columns
-        return {columns[i].name: render(columns[i].type_oid, _key_text(rel, i, values[i]))
-                for i in rel.key_indexes}
+        key = {}
+        for column in rel.key:
+            text = _key_text(rel, column.position, values[column.position])
+            key[column.name] = None if text is None else column.render(text)
+        return key
+
+    def _new_key(self, rel: _Rel, row: dict[str, Any], new: Sequence[Value],
+                 old: Sequence[Value] | None) -> dict[str, Any]:
+        """The key of a new tuple whose ``row`` is rendered; a key column sent as unchanged
+        TOAST (a huge key that did not change) is taken from the old tuple, into ``row`` too."""
+        key = {}
+        for column in rel.key:
+            position = column.position
+            text = new[position]
+            if text is UNCHANGED_TOAST:  # without an old tuple _key_text raises KeyNotSentError
+                text = _key_text(rel, position, old[position] if old is not None else text)
+                row[rel.columns[position].name] = self.renderer.render(rel.columns[position].type_oid, text)
+            elif column.reuse_row:
+                key[column.name] = row[column.name]
+                continue
+            text = _key_text(rel, position, text)
+            key[column.name] = None if text is None else column.render(text)
+        return key
 
     def insert(self, msg: Insert, lsn: int, txn: Transaction) -> list[Record]:
         rel = self._relations[msg.relation_id]
-        row, unchanged = _split_toast(self.renderer.render_row(rel.columns, msg.new))
-        key = {rel.columns[i].name: row[rel.columns[i].name] for i in rel.key_indexes}
+        row = self.renderer.render_row(rel.columns, msg.new)
+        names = rel.key_names
+        key = ({name: row[name] for name in names} if names is not None
+               else self._new_key(rel, row, msg.new, None))
+        row, unchanged = _split_toast(row)
         schema, table = rel.table
         return [Record(canonical_key(key),
                        encode_row_change("insert", lsn, txn, schema, table, key, row, unchanged))]
@@ -136,27 +230,21 @@ class ChangeEncoder:
     def update(self, msg: Update, lsn: int, txn: Transaction) -> list[Record]:
         rel = self._relations[msg.relation_id]
         row = self.renderer.render_row(rel.columns, msg.new)
-        key = {}
-        for i in rel.key_indexes:
-            name = rel.columns[i].name
-            value = row[name]
-            if value is UNCHANGED_TOAST and msg.old is not None:  # a huge key that did not change
-                value = self.renderer.render(rel.columns[i].type_oid, _key_text(rel, i, msg.old[i]))
-                row[name] = value
-            key[name] = value
+        key = self._new_key(rel, row, msg.new, msg.old)
         row, unchanged = _split_toast(row)
         schema, table = rel.table
+        key_bytes = canonical_key(key)
         if msg.old is not None:
             old_key = self._key(rel, msg.old)
-            if old_key != key:
-                old = canonical_key(old_key)
+            old = canonical_key(old_key)
+            if old != key_bytes:  # equal by value means equal bytes: compare those
                 return [
                     Record(old, encode_row_change("delete", lsn, txn, schema, table, old_key, None)),
                     Record(old, None),
-                    Record(canonical_key(key),
+                    Record(key_bytes,
                            encode_row_change("insert", lsn, txn, schema, table, key, row, unchanged)),
                 ]
-        return [Record(canonical_key(key),
+        return [Record(key_bytes,
                        encode_row_change("update", lsn, txn, schema, table, key, row, unchanged))]
 
     def delete(self, msg: Delete, lsn: int, txn: Transaction) -> list[Record]:

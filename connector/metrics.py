@@ -2,7 +2,9 @@
 
 Why these: slot lag in bytes is the one number that says WAL is piling up on the database
 (an orphaned or stuck connector fills the disk); events/s and the last confirmed LSN say the
-pipeline moves; snapshot progress says how long until a new vectorizer has all rows.
+pipeline moves; snapshot progress says how long until a new vectorizer has all rows; snapshots
+by reason and slot re-creations say that a lifecycle event (slot dropped or invalidated, broker
+loss, vectorizer or table created again) made the connector resync tables.
 
 Snapshot progress also feeds listeners (:meth:`ConnectorMetrics.on_snapshot`): the CLI's
 progress bar or progress log lines. The service reports a table with ``snapshot(table, done,
@@ -63,6 +65,18 @@ class ConnectorMetrics:
             "Estimated rows of the table being snapshotted",
             ["slot", "table"], registry=self.registry,
         )
+        self.snapshots = Counter(
+            "vectorizer_connector_snapshots",
+            "Table snapshots started (each a full resync), by reason: first, slot_dropped,"
+            " slot_invalidated, broker_lost, vectorizer_recreated, table_recreated",
+            ["slot", "reason"], registry=self.registry,
+        )
+        self.slot_recreated = Counter(
+            "vectorizer_connector_slot_recreated",
+            "Times the connector created its slot again after it was lost, by reason"
+            " (dropped, or the server's invalidation reason such as wal_removed)",
+            ["slot", "reason"], registry=self.registry,
+        )
         self.active = Gauge(
             "vectorizer_connector_active",
             "1 while this process holds the slot, 0 while it waits as standby",
@@ -97,6 +111,12 @@ class ConnectorMetrics:
                 last, self._last_snapshot = self._last_snapshot, None
             if last is not None:
                 self._notify(*last, True)
+
+    def snapshot_started(self, reason: str) -> None:
+        self.snapshots.labels(slot=self._slot, reason=reason).inc()
+
+    def recreated_slot(self, reason: str) -> None:
+        self.slot_recreated.labels(slot=self._slot, reason=reason).inc()
 
     def update_rate(self, acked_total: int) -> float:
         now = time.monotonic()

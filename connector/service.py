@@ -9,7 +9,9 @@ process holds it, retries every second as a hot standby. Any error ends the sess
 (connections, producer, snapshot thread) and a new one starts after a second from the slot's
 confirmed LSN and the recorded snapshot progress: at-least-once, nothing lost. A broker that
 lost topics starts a new session at once (fresh producer metadata) that snapshots those tables
-again.
+again. A slot that is gone or was invalidated is seen by the next session's first catalog poll,
+which creates it again and resyncs every table (:mod:`connector.session`): a session that fails
+on ``START_REPLICATION`` of an invalidated slot does not retry for ever.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ import psycopg
 
 from connector.events import TableId
 from connector.metrics import ConnectorMetrics
+from connector.reconcile import RESYNC_REASONS, SLOT_DROPPED, SLOT_INVALIDATED
 from connector.session import BrokerLost, Session
 from connector.settings import ConnectorSettings
-from connector.slots import Slot
-from connector.state import StateStore, state_exists
+from connector.slots import Slot, SlotHealth
+from connector.state import SlotRecord, StateStore, state_exists
 from pgai_orm.errors import InvariantError
 from pgai_orm.names import connector_lock_key, default_slot_name
 
-__all__ = ["Connector", "ConnectorSettings", "status"]
+__all__ = ["Connector", "ConnectorSettings", "slot_state", "status"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,25 +136,59 @@ class Connector:
                     session.close()
 
 
+def slot_state(health: SlotHealth, record: SlotRecord | None, tables: list[dict[str, Any]]) -> str:
+    """``ok``, ``lost`` (invalidated by the server: the connector drops it, creates a new one and
+    resyncs), ``missing`` (gone while tables are recorded: the connector creates it again and
+    resyncs), ``recreated`` (created again, resync under way), or ``none`` (never created)."""
+    if health.exists:
+        if health.invalidated:
+            return "lost"
+        resyncing = any(t["status"] == "snapshotting"
+                        and t["snapshot_reason"] in (SLOT_DROPPED, SLOT_INVALIDATED) for t in tables)
+        return "recreated" if resyncing and record is not None and record.recreations else "ok"
+    return "missing" if tables else "none"
+
+
 def status(database_url: str, slot: str | None = None) -> dict[str, Any]:
-    """What ``vectorizer status`` shows: the slot, its lag, and per-table snapshot progress."""
+    """What ``vectorizer status`` shows: the slot (state, lag, last re-creation), per-table
+    snapshot progress and why each snapshot ran, and the resync in progress."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         slot = slot or default_slot_name(_current_database(conn))
-        info = Slot(conn, slot).info()
+        handle = Slot(conn, slot)
+        info = handle.info()
+        health = handle.health()
         tables: list[dict[str, Any]] = []
+        record: SlotRecord | None = None
         if state_exists(conn):
-            for st in StateStore(conn, slot).tables().values():
+            store = StateStore(conn, slot)
+            record = store.slot()
+            for st in store.tables().values():
                 tables.append({
                     "schema": st.schema, "table": st.table, "topic": st.topic,
                     "status": st.status, "snapshot_rows": st.rows_done,
                     "snapshot_rows_total": st.rows_total,
+                    "snapshot_reason": st.snapshot_reason,
+                    "resync": st.status == "snapshotting" and st.snapshot_reason in RESYNC_REASONS,
                 })
+    resyncing = [t for t in tables if t["resync"]]
     return {
         "slot": slot,
         "slot_exists": info is not None,
+        "slot_state": slot_state(health, record, tables),
+        "wal_status": health.wal_status,
+        "invalidation_reason": health.invalidation_reason,
         "active": bool(info and info.active),
         "active_pid": info.active_pid if info else None,
         "confirmed_lsn": info.confirmed_lsn if info else None,
         "lag_bytes": info.lag_bytes if info else None,
+        "recreated": None if record is None or not record.recreations else {
+            "reason": record.recreated_reason, "at": record.recreated_at,
+            "count": record.recreations,
+        },
+        "resync": {
+            "tables": len(resyncing),
+            "rows_done": sum(t["snapshot_rows"] for t in resyncing),
+            "rows_total": sum(t["snapshot_rows_total"] or 0 for t in resyncing),
+        },
         "tables": sorted(tables, key=lambda t: (t["schema"], t["table"])),
     }

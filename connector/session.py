@@ -4,10 +4,13 @@ A session decides *when*; each step lives in its own module:
 
 * every ``catalog_poll_s`` it reads the catalog and reconciles (:mod:`connector.reconcile`
   decides, this module carries it out): a first vectorizer creates the slot with an exported
-  snapshot; a table seen for the first time (or whose topic the broker lost) is snapshotted
-  through a temporary slot (:mod:`connector.snapshot` explains why that is gap-free); a changed
-  set of publications restarts the replication stream from the slot's confirmed LSN inside
-  this process; no vectorizer left drops the slot and the connector idles;
+  snapshot; a slot that is missing or was invalidated by the server is (dropped and) created
+  again, and every table resynced from its snapshot; a table seen for the first time, whose
+  topic the broker lost, or which is a new incarnation (table or all its vectorizers created
+  again) is snapshotted through a temporary slot (:mod:`connector.snapshot` explains why that
+  is gap-free, and why every snapshot is a full resync); a changed set of publications
+  restarts the replication stream from the slot's confirmed LSN inside this process; no
+  vectorizer left drops the slot and the connector idles;
 * between polls it reads the stream in bounded batches, turns changes into records
   (:mod:`connector.events`) and hands them to the :class:`~connector.publisher.Publisher`;
 * after every batch it confirms the highest commit LSN whose events Kafka acknowledged (and,
@@ -24,6 +27,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
 
 import psycopg
 
@@ -43,23 +49,33 @@ from connector.pgoutput import (
 )
 from connector.publisher import Publisher
 from connector.reconcile import (
+    FIRST,
+    SLOT_DROPPED,
+    SLOT_INVALIDATED,
+    TABLE_RECREATED,
+    VECTORIZER_RECREATED,
     SlotAction,
     SourceTable,
     desired_tables,
     forgotten,
+    incarnations_to_record,
     lost_topics,
     needing_snapshot,
     resumes_snapshot,
     slot_action,
+    slot_lost,
+    snapshot_reason,
     stream_plan,
 )
 from connector.replication import ReplicationStream
 from connector.settings import ConnectorSettings
-from connector.slots import ExportedSnapshot, Slot, export_snapshot
+from connector.slots import INVALIDATION_CAUSES, ExportedSnapshot, Slot, SlotHealth, export_snapshot
 from connector.snapshot import SnapshotJob, SnapshotRunner
 from connector.state import StateStore, TableState
 from connector.topics import TopicAdmin
+from connector.values import describe_types
 from pgai_orm.catalog import catalog_exists, ensure_catalog, load_vectorizers
+from pgai_orm.catalog.vectorizers import source_key_names
 from pgai_orm.errors import InvariantError, VectorizerError
 from pgai_orm.events import Transaction
 from pgai_orm.names import snapshot_slot_name
@@ -86,12 +102,26 @@ class OutOfTransactionError(InvariantError):
     """A row change arrived outside Begin/Commit: the server broke the pgoutput protocol."""
 
 
+def source_oids(conn: psycopg.Connection[Any], tables: Mapping[TableId, SourceTable]) -> dict[TableId, int | None]:
+    """The current OID of each source table (None: it does not exist), for the incarnation check."""
+    if not tables:
+        return {}
+    ids = list(tables)
+    rows = conn.execute(
+        "SELECT u.i, to_regclass(format('%%I.%%I', u.s, u.t))::oid::bigint"
+        " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS u(s, t, i)",
+        ([s for s, _ in ids], [t for _, t in ids]),
+    ).fetchall()
+    return {ids[int(i) - 1]: (None if oid is None else int(oid)) for i, oid in rows}
+
+
 class Session:
     """One run with the slot: lives until an error or stop; holds every connection it opens.
 
-    ``resnapshot`` names the tables whose topic the broker lost: their new snapshot first sends
-    a truncate below its read LSN, so rows deleted while the events were lost leave the stores
-    too. It outlives sessions (the connector owns it).
+    ``resnapshot`` names the tables whose topic the broker lost, so that their next snapshot
+    says so (``snapshot_reason`` ``broker_lost``); like every snapshot it ends with a truncate
+    that removes rows deleted while the events were lost. It outlives sessions (the connector
+    owns it); a table leaves it once its snapshot started.
     """
 
     def __init__(self, settings: ConnectorSettings, slot: str, database: str,
@@ -189,7 +219,9 @@ class Session:
                 self.missing_sources.add(tid)
         self.missing_sources.difference_update(desired.tables)
         self.tables = desired.tables
-        action = slot_action(bool(self.tables), self.slot.exists(), self.stream is not None)
+        health = self.slot.health()
+        action = slot_action(bool(self.tables), health.exists, self.stream is not None,
+                             invalidated=health.invalidated)
         if action is SlotAction.IDLE:
             return
         if action is SlotAction.DROP:
@@ -197,52 +229,88 @@ class Session:
             return
         self._ensure_catalog()
         states = self.state.tables()
+        oids = source_oids(self.conn, self.tables)
+        if action in (SlotAction.CREATE, SlotAction.RECREATE):
+            # first vectorizer, or the slot was dropped or invalidated behind our back
+            self.create_slot(health, states, oids)
+            return
         for tid in forgotten(self.tables, states):
             self.state.forget_table(*tid)
             del states[tid]
-        if action is SlotAction.CREATE:  # first vectorizer, or the slot was dropped behind our back
-            self.stop_snapshot()
-            self.stop_stream(flush=True)
-            self.state.forget_all()
-            self.create_slot_and_snapshot(list(self.tables.values()))
-            return
+        for tid, oid in incarnations_to_record(self.tables, states, oids).items():
+            self.state.record_incarnation(*tid, oid, frozenset(self.tables[tid].vectorizer_ids))
         if self.runner is None:
-            pending = needing_snapshot(self.tables, states)
+            pending = needing_snapshot(self.tables, states, oids, self.resnapshot)
             if pending:
-                self.snapshot_with_temporary_slot(pending, states)
+                self._log_new_incarnations(pending, states, oids)
+                self.snapshot_with_temporary_slot(
+                    [self.tables[tid] for tid in pending], states, pending, oids)
         plan = stream_plan(self.tables, self.state.tables())
         self.floors = plan.floors
         if self.stream is None or plan.publications != self.stream_pubs:
             self.restart_stream(plan.publications)
 
+    def _log_new_incarnations(self, pending: Mapping[TableId, str],
+                              states: Mapping[TableId, TableState],
+                              oids: Mapping[TableId, int | None]) -> None:
+        for tid, reason in pending.items():
+            st = states.get(tid)
+            if st is None:
+                continue
+            name = ".".join(tid)
+            if reason == TABLE_RECREATED:
+                logger.warning("source table %s was dropped and created again (OID %s -> %s):"
+                               " resyncing it from a new snapshot; its stores end equal to the"
+                               " new table", name, st.source_oid, oids.get(tid))
+            elif reason == VECTORIZER_RECREATED:
+                logger.warning("every vectorizer of %s was created again (ids %s -> %s): changes"
+                               " in between were streamed by no publication; resyncing the table"
+                               " from a new snapshot, rows deleted meanwhile leave the stores",
+                               name, sorted(st.vectorizer_ids or ()),
+                               sorted(self.tables[tid].vectorizer_ids))
+
     # --- slots and snapshots ----------------------------------------------------------------
 
     def _snapshot_jobs(self, tables: list[SourceTable], exported: ExportedSnapshot,
-                       states: dict[TableId, TableState]) -> list[SnapshotJob]:
+                       states: Mapping[TableId, TableState], reasons: Mapping[TableId, str],
+                       oids: Mapping[TableId, int | None]) -> list[SnapshotJob]:
         jobs = []
         consistent, read_lsn = exported.consistent_lsn, exported.read_lsn
         for table in tables:
             topic_id = self.admin.ensure(table.topic)
             prev = states.get(table.id)
-            resume = resumes_snapshot(prev, table, topic_id)
+            oid = oids.get(table.id)
+            resume = resumes_snapshot(prev, table, topic_id, oid)
+            reason = reasons.get(table.id, FIRST)
+            # the closing truncate lies below the first attempt's rows: a resumed snapshot keeps
+            # it (None only for a snapshot recorded before truncates were recorded)
+            truncate_lsn: int | None = read_lsn - 1
+            if resume and prev is not None:
+                truncate_lsn, reason = prev.truncate_lsn, prev.snapshot_reason or reason
+            else:
+                self.metrics.snapshot_started(reason)
             self.state.start_snapshot(table.schema, table.table, table.topic, topic_id,
-                                      consistent, read_lsn, None, resume=resume)
+                                      consistent, read_lsn, None, resume=resume, source_oid=oid,
+                                      vectorizer_ids=frozenset(table.vectorizer_ids),
+                                      reason=reason, truncate_lsn=truncate_lsn)
+            self.resnapshot.discard(table.id)
             jobs.append(SnapshotJob(
                 table.schema, table.table, table.topic, table.key_columns, read_lsn, consistent,
                 after=prev.snapshot_after if resume and prev else None,
                 rows_done=prev.rows_done if resume and prev else 0,
-                truncate_first=table.id in self.resnapshot,  # sent only while after is None
+                truncate_lsn=truncate_lsn, reason=reason,
             ))
         return jobs
 
     def _start_snapshot(self, tables: list[SourceTable], exported: ExportedSnapshot,
-                        states: dict[TableId, TableState]) -> None:
+                        states: Mapping[TableId, TableState], reasons: Mapping[TableId, str],
+                        oids: Mapping[TableId, int | None]) -> None:
         def progress(job: SnapshotJob, published: int) -> None:
             self.metrics.snapshot(f"{job.schema}.{job.table}", job.rows_done, job.rows_total)
             self.metrics.count("snapshot", published)
 
         try:
-            jobs = self._snapshot_jobs(tables, exported, states)
+            jobs = self._snapshot_jobs(tables, exported, states, reasons, oids)
         except BaseException:
             exported.conn.close()
             raise
@@ -258,7 +326,51 @@ class Session:
             self.runner.stop()
             self.runner = None
 
-    def create_slot_and_snapshot(self, tables: list[SourceTable]) -> None:
+    def create_slot(self, health: SlotHealth, states: Mapping[TableId, TableState],
+                    oids: Mapping[TableId, int | None]) -> None:
+        """No usable slot: drop an invalidated one, create it (again) and snapshot every table.
+
+        A slot that streamed tables still wanted (same incarnation) was *lost*: the changes since
+        its confirmed position are gone, so every table is resynced (each snapshot ends with a
+        truncate that removes what it did not read). One WARNING line names the cause."""
+        self.stop_snapshot()
+        self.stop_stream(flush=True)
+        slot_gone: str | None = None
+        cause: str | None = None
+        count = len(self.tables)
+        if health.invalidated:
+            cause = str(health.invalidation_reason)
+            slot_gone = SLOT_INVALIDATED
+            logger.warning(
+                "replication slot %s was invalidated by PostgreSQL (%s: %s); the changes it held"
+                " are lost: dropping it, creating a new slot and resyncing all %d table(s) from its"
+                " snapshot (rows deleted meanwhile leave the stores)", self.slot.name, cause,
+                INVALIDATION_CAUSES.get(cause, "see pg_replication_slots"), count)
+            self.slot.wait_inactive()
+            self.slot.drop()
+        elif slot_lost(self.tables, states, oids):
+            cause = "dropped"
+            slot_gone = SLOT_DROPPED
+            logger.warning(
+                "replication slot %s no longer exists although it streamed %d table(s) (dropped"
+                " by hand?); the changes since it went are lost: creating a new slot and resyncing"
+                " all %d table(s) from its snapshot (rows deleted meanwhile leave the stores)",
+                self.slot.name, len([t for t in states if t in self.tables]), count)
+        if cause is not None:
+            self.metrics.recreated_slot(cause)
+            self.state.record_slot_recreated(cause)
+        reasons: dict[TableId, str] = {}
+        for tid, table in self.tables.items():
+            reason = snapshot_reason(table, states.get(tid), oids.get(tid), slot_gone=slot_gone,
+                                     topic_lost=tid in self.resnapshot)
+            reasons[tid] = reason or FIRST
+        self._log_new_incarnations({t: r for t, r in reasons.items() if r not in (SLOT_DROPPED, SLOT_INVALIDATED)},
+                                   states, oids)
+        self.state.forget_all()
+        self.create_slot_and_snapshot(list(self.tables.values()), reasons, oids)
+
+    def create_slot_and_snapshot(self, tables: list[SourceTable], reasons: Mapping[TableId, str],
+                                 oids: Mapping[TableId, int | None]) -> None:
         """First vectorizer (or the slot was lost): the slot itself exports the snapshot."""
         pubs = sorted({p for t in tables for p in t.publications})
         stream = ReplicationStream.open(self.s.database_url, self.slot.name, pubs,
@@ -267,7 +379,7 @@ class Session:
             exported = export_snapshot(stream, self.slot, self.s.database_url)
             logger.info("created slot %s: consistent at %X, restart at %X", self.slot.name,
                         exported.consistent_lsn, exported.read_lsn)
-            self._start_snapshot(tables, exported, {})
+            self._start_snapshot(tables, exported, {}, reasons, oids)
             self.floors = {t.id: exported.consistent_lsn for t in tables}
             self._start(stream, frozenset(pubs))
         except BaseException:
@@ -275,8 +387,10 @@ class Session:
             raise
 
     def snapshot_with_temporary_slot(self, tables: list[SourceTable],
-                                     states: dict[TableId, TableState]) -> None:
-        """A table added (or lost, or half-snapshotted) while the slot exists."""
+                                     states: Mapping[TableId, TableState],
+                                     reasons: Mapping[TableId, str],
+                                     oids: Mapping[TableId, int | None]) -> None:
+        """A table added (or lost, half-snapshotted, or re-created) while the slot exists."""
         self.stop_stream(flush=True)  # confirmed C <= the temporary slot's consistent point
         temp = Slot(self.conn, snapshot_slot_name(self.slot.name))
         pubs = sorted({p for t in tables for p in t.publications})
@@ -284,8 +398,9 @@ class Session:
         with ReplicationStream.open(self.s.database_url, temp.name, pubs) as tmp:
             exported = export_snapshot(tmp, temp, self.s.database_url, temporary=True)
         logger.info("snapshot of %s at %X (read lsn %X) through a temporary slot",
-                    [t.id for t in tables], exported.consistent_lsn, exported.read_lsn)
-        self._start_snapshot(tables, exported, states)
+                    {".".join(t.id): reasons.get(t.id, FIRST) for t in tables},
+                    exported.consistent_lsn, exported.read_lsn)
+        self._start_snapshot(tables, exported, states, reasons, oids)
 
     def drop_slot(self) -> None:
         self.stop_snapshot()
@@ -300,7 +415,9 @@ class Session:
     # --- the stream -------------------------------------------------------------------------
 
     def _start(self, stream: ReplicationStream, pubs: frozenset[str]) -> None:
-        self.encoder = ChangeEncoder({t.id: t.key_columns for t in self.tables.values()})
+        self.encoder = ChangeEncoder({t.id: t.key_columns for t in self.tables.values()},
+                                     describe=partial(describe_types, self.conn),
+                                     source_names=None)
         stream.start()
         self.stream = stream
         self.stream_pubs = pubs

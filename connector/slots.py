@@ -9,6 +9,14 @@ position it resumes from) and, while a table added later is being snapshotted,
 :func:`pgai_orm.names.snapshot_slot_name` of it: a *temporary* slot that exists only to export
 a snapshot at a known point and dies with its session (:mod:`connector.snapshot` explains why
 that is gap-free).
+
+A slot can be lost under the connector in two ways, both read by :meth:`Slot.health`: someone
+drops it (``pg_drop_replication_slot``; the slot is simply missing), or the server invalidates
+it: with ``max_slot_wal_keep_size`` set, a checkpoint removes WAL the slot still needs
+(``wal_status = 'lost'``; PostgreSQL 17+ also names the cause in ``invalidation_reason``:
+``wal_removed``, ``rows_removed``, ``wal_level_insufficient``, ``idle_timeout``). An
+invalidated slot still exists, but ``START_REPLICATION`` on it fails for ever; the session
+drops it and creates a new one (:class:`connector.reconcile.SlotAction`).
 """
 
 from __future__ import annotations
@@ -25,10 +33,13 @@ from pgai_orm.errors import InvariantError, VectorizerError
 from pgai_orm.runtime.waiting import wait_until
 
 __all__ = [
+    "INVALIDATION_CAUSES",
     "ExportedSnapshot",
+    "invalidation",
     "Slot",
     "SlotBusyError",
     "SlotError",
+    "SlotHealth",
     "SlotInfo",
     "SlotMissingError",
     "export_snapshot",
@@ -57,6 +68,44 @@ class SlotInfo:
     lag_bytes: int | None  # pg_current_wal_lsn() - confirmed_flush_lsn
 
 
+@dataclass(frozen=True, slots=True)
+class SlotHealth:
+    """Whether the slot exists and whether the server still keeps what it needs."""
+
+    exists: bool
+    active: bool = False
+    wal_status: str | None = None  # reserved, extended, unreserved, lost (PostgreSQL 13+)
+    #: why the server invalidated the slot; None while it is usable (see :func:`invalidation`)
+    invalidation_reason: str | None = None
+
+    @property
+    def invalidated(self) -> bool:
+        return self.invalidation_reason is not None
+
+
+#: What each invalidation reason means, for the one log line that reports it.
+INVALIDATION_CAUSES: dict[str, str] = {
+    "wal_removed": "a checkpoint removed WAL it still needed (max_slot_wal_keep_size)",
+    "rows_removed": "rows it still needed were vacuumed away (standby conflict)",
+    "wal_level_insufficient": "wal_level on the primary is below logical",
+    "idle_timeout": "it was idle longer than idle_replication_slot_timeout",
+    "conflicting": "it conflicted with recovery on a standby",
+}
+
+
+def invalidation(row: dict[str, Any]) -> str | None:
+    """Why the slot described by ``row`` (``to_jsonb`` of its ``pg_replication_slots`` row) is
+    invalidated, or None while it is usable. Columns that a server version lacks are absent."""
+    reason = row.get("invalidation_reason")  # PostgreSQL 17+
+    if reason:
+        return str(reason)
+    if row.get("wal_status") == "lost":
+        return "wal_removed"
+    if row.get("conflicting"):  # PostgreSQL 16: a logical slot on a standby lost its rows
+        return "conflicting"
+    return None
+
+
 class Slot:
     """One replication slot, by name, queried on an autocommit connection."""
 
@@ -68,6 +117,17 @@ class Slot:
         return self._conn.execute(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.name,)
         ).fetchone() is not None
+
+    def health(self) -> SlotHealth:
+        """Exists, and if so whether it is invalidated (read as JSON: the columns differ by
+        server version)."""
+        row = self._conn.execute(
+            "SELECT to_jsonb(s) FROM pg_replication_slots s WHERE slot_name = %s", (self.name,)
+        ).fetchone()
+        if row is None:
+            return SlotHealth(False)
+        data = row[0]
+        return SlotHealth(True, bool(data.get("active")), data.get("wal_status"), invalidation(data))
 
     def info(self) -> SlotInfo | None:
         row = self._conn.execute(

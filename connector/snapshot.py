@@ -37,6 +37,36 @@ table is read in a new snapshot (temporary slot, ``L3``/``R3``). ``stream_from_l
 read at ``L3`` the changes committed in ``[L, L3)`` are at worst transient repeats of states the
 snapshot already contains; the final state per key is the newest change either way.
 
+Every snapshot is a full resync
+-------------------------------
+
+A snapshot of a table that the stores already hold (the slot was dropped or invalidated, the
+broker lost the topic, the table or its vectorizers were created again, or a new vectorizer's
+consumer group replays a topic that holds events of an earlier incarnation) must also remove
+the rows deleted while no change was streamed: no event will ever say so. So every snapshot
+ends, once Kafka acknowledged all of its ``read`` events, with a truncate at ``T = R - 1``
+(``R`` of its first attempt) on every partition. A processor applying it removes every row it
+applied below ``T``; rows the snapshot read carry ``R > T`` and rows streamed after it carry
+more, so what is left is exactly the snapshot plus the changes after it.
+
+Why *after* the rows and not before: a truncate first would empty the store, and the ``read``
+events would then rebuild it, so searches found nothing for a while and every chunk was
+embedded again (a truncate also forgets the rows' chunk hashes). Sent last, the ``read`` events
+find each row still in the store: an unchanged row only moves its applied LSN to ``R`` (its
+vectors are reused), a changed one is updated, a new one added; the truncate then removes only
+the rows no event touched since, the ones the source no longer has. What a user sees meanwhile:
+rows deleted while nothing streamed stay searchable until the truncate is applied, then leave;
+nothing else disappears. One exception, harmless for the result: a worker far behind on some
+partitions may apply the truncate of one partition before the ``read`` events of another, so
+rows of the late partition leave and come back (embedded again) as their events arrive.
+
+Harmless for a first snapshot: nothing in the stores is below ``T`` except events of an earlier
+incarnation in the same topic, which is exactly what must go. A resumed snapshot sends it once,
+at the end, still below its first attempt's rows (``connector_tables.truncate_lsn``); a crash
+between the truncate and the end of the snapshot sends the same truncate again, a no-op.
+A source ``TRUNCATE`` streamed meanwhile has a higher LSN; the resync truncate then changes
+nothing.
+
 The snapshot runs in its own thread on its own connections while the main stream goes on.
 Chunks are ``chunk_rows`` rows by keyset pagination on the primary key; a chunk's progress is
 recorded only after Kafka acknowledged all of its events.
@@ -52,12 +82,15 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.string import TextLoader
 
 from connector.lsn import format_lsn
 from connector.pgoutput import Type
 from connector.publisher import AckGroup, Publisher
+from connector.reconcile import FIRST
 from connector.state import StateStore
-from connector.values import SESSION_OPTIONS, ValueRenderer
+from connector.values import SESSION_OPTIONS, ValueRenderer, describe_types
+from pgai_orm.catalog.vectorizers import source_key_names
 from pgai_orm.errors import VectorizerError
 from pgai_orm.events import Transaction, Truncate, canonical_key, encode_row_change
 
@@ -74,8 +107,8 @@ class SnapshotSourceError(VectorizerError, LookupError):
 def import_snapshot(database_url: str, snapshot_name: str) -> psycopg.Connection[Any]:
     """A connection inside ``REPEATABLE READ, READ ONLY`` that sees ``snapshot_name``.
 
-    The session uses the value settings of the replication stream, so ``::text`` renders
-    every value exactly as pgoutput does.
+    The session uses the value settings of the replication stream, so the output functions
+    write every value exactly as pgoutput does (:class:`TableReader` reads their text).
     """
     conn = psycopg.connect(database_url, autocommit=True, options=SESSION_OPTIONS)
     try:
@@ -88,7 +121,15 @@ def import_snapshot(database_url: str, snapshot_name: str) -> psycopg.Connection
 
 
 class TableReader:
-    """Reads one table in key order, in chunks, as (key, row, key texts) rendered like pgoutput."""
+    """Reads one table in key order, in chunks, as (key, row, key texts) rendered like pgoutput.
+
+    Values are read as the text of their type's output function (text-format results, every
+    column loaded as ``str``), which is what pgoutput sends. Not ``::text``: for ``bool``,
+    ``bpchar``, ``inet``, ``cidr`` and ``"char"`` that is a cast function writing other text
+    (``true`` for ``t``, ``char(n)`` unpadded, ``1.2.3.4/32`` for ``1.2.3.4``), so snapshot and
+    stream disagreed (every snapshot bool rendered false). Key values go through the key
+    renderer (canonical by value) with the same ``pg_type`` facts as in :mod:`connector.events`.
+    """
 
     def __init__(self, conn: psycopg.Connection[Any], schema: str, table: str, key_columns: Sequence[str]) -> None:
         self.conn = conn
@@ -113,30 +154,50 @@ class TableReader:
             if oid >= _FIRST_USER_OID:
                 self.renderer.register_type(Type(int(oid), nspname, typname))
         names = [c[0] for c in self.columns]
-        missing = [k for k in self.key_columns if k not in names]
+        # keys keep the store's names; a key column renamed since is read under its current
+        # name, found by attnum (pgai_orm.catalog.vectorizers.source_key_names)
+        self._key_source = list(self.key_columns)
+        if any(k not in names for k in self.key_columns):
+            current = dict(source_key_names(conn, schema, table))
+            self._key_source = [k if k in names else current.get(k) or k for k in self.key_columns]
+        missing = [k for k in self._key_source if k not in names]
         if missing:
             raise SnapshotSourceError(f"key columns {missing} not in {schema}.{table}")
-        self._key_idx = [names.index(k) for k in self.key_columns]
+        self._key_idx = [names.index(k) for k in self._key_source]
+        key_oids = [self.columns[i][1] for i in self._key_idx]
+        self.renderer.learn_key_types(key_oids, lambda oids: describe_types(conn, oids))
+        self._key_plan = [(i, name, self.renderer.key_renderer_for(self.columns[i][1]))
+                          for i, name in zip(self._key_idx, self.key_columns, strict=True)]
+        # every result column loads as its text; the OIDs are the ones Postgres reports for the
+        # result (a domain column is reported as its base type, so ask rather than assume)
+        self._cursor = conn.cursor()
+        self._cursor.execute(self._query(False, 0))
+        for column in self._cursor.description or ():
+            self._cursor.adapters.register_loader(column.type_code, TextLoader)
 
     def estimate_rows(self) -> int:
+        """``pg_class.reltuples``; of a partitioned table, its leaf partitions' sum (its own is -1
+        until the parent is analyzed by hand: autovacuum never does)."""
         row = self.conn.execute(
-            "SELECT greatest(c.reltuples, 0)::bigint FROM pg_class c JOIN pg_namespace n"
-            " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint"
+            "  FROM (SELECT format('%%I.%%I', %s::text, %s::text)::regclass AS oid) r"
+            "  JOIN pg_class c ON (c.oid = r.oid AND c.relkind <> 'p')"
+            "    OR c.oid IN (SELECT relid FROM pg_partition_tree(r.oid) WHERE isleaf)",
             (self.schema, self.table),
         ).fetchone()
         return int(row[0]) if row else 0
 
     def _query(self, resume: bool, limit: int) -> sql.Composed:
         # Output columns get positional aliases and the table an alias: an ORDER BY on a bare
-        # name would otherwise sort by the ``::text`` output column of the same name.
+        # name could otherwise mean an output column of the same name.
         cols = sql.SQL(", ").join(
-            sql.SQL("s.{}::text AS {}").format(sql.Identifier(name), sql.Identifier(f"c{i}"))
+            sql.SQL("s.{} AS {}").format(sql.Identifier(name), sql.Identifier(f"c{i}"))
             for i, (name, _) in enumerate(self.columns)
         )
-        keys = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in self.key_columns)
+        keys = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in self._key_source)
         where: sql.Composable = sql.SQL("")
         if resume:
-            params = sql.SQL(", ").join(sql.Placeholder() for _ in self.key_columns)
+            params = sql.SQL(", ").join(sql.Placeholder() for _ in self._key_source)
             where = sql.SQL(" WHERE ({}) > ({})").format(keys, params)
         return sql.SQL("SELECT {} FROM {}.{} AS s{} ORDER BY {} LIMIT {}").format(
             cols, sql.Identifier(self.schema), sql.Identifier(self.table), where, keys,
@@ -150,15 +211,17 @@ class TableReader:
         render = self.renderer.render
         columns = self.columns
         key_idx = self._key_idx
+        key_plan = self._key_plan
+        cursor = self._cursor
         while True:
             query = self._query(after is not None, chunk_rows)
-            rows = self.conn.execute(query, after).fetchall() if after is not None else self.conn.execute(query).fetchall()
+            rows = cursor.execute(query, after).fetchall()
             if not rows:
                 return
             out = []
             for raw in rows:
                 row = {name: render(oid, raw[i]) for i, (name, oid) in enumerate(columns)}
-                key = {columns[i][0]: row[columns[i][0]] for i in key_idx}
+                key = {name: key_render(raw[i]) for i, name, key_render in key_plan}
                 out.append((key, row, [raw[i] for i in key_idx]))
             after = out[-1][2]
             yield out
@@ -179,9 +242,11 @@ class SnapshotJob:
     after: list[str | None] | None = None
     rows_done: int = 0
     rows_total: int | None = None
-    #: send a truncate (LSN just below ``read_lsn``) to every partition before the rows: a
-    #: re-snapshot after the broker lost the topic must also remove rows deleted meanwhile
-    truncate_first: bool = False
+    #: the truncate sent to every partition once every row is acknowledged (``read_lsn - 1`` of
+    #: the first attempt): removes from the stores what the snapshot did not read again; None:
+    #: none (a snapshot resumed from a record that predates it)
+    truncate_lsn: int | None = None
+    reason: str = FIRST  # why it runs (connector.reconcile.REASONS), for logs
 
 
 class SnapshotRunner(threading.Thread):
@@ -241,15 +306,15 @@ class SnapshotRunner(threading.Thread):
         if self.on_progress:
             self.on_progress(job, rows)
 
-    def _send_truncate(self, job: SnapshotJob) -> None:
-        """Processors remove every row applied below the truncate's LSN; the snapshot's ``read``
-        events (at ``read_lsn``) and later streamed changes stay above it."""
-        truncate = Truncate(job.read_lsn - 1, Transaction(job.commit_lsn), job.schema, job.table)
+    def _send_truncate(self, job: SnapshotJob, lsn: int) -> None:
+        """Processors remove every row applied below ``lsn`` (the first attempt's ``read_lsn - 1``);
+        the snapshot's ``read`` events and later streamed changes are above it."""
+        truncate = Truncate(lsn, Transaction(job.commit_lsn), job.schema, job.table)
         group = AckGroup()
         self.publisher.send_truncate(job.topic, truncate, group)
         self.publisher.wait(group)
-        logger.info("re-snapshot of %s.%s: truncate sent below %s", job.schema, job.table,
-                    format_lsn(job.read_lsn))
+        logger.info("snapshot of %s.%s (%s): truncate sent at %s, removing rows the snapshot did"
+                    " not read", job.schema, job.table, job.reason, format_lsn(lsn))
 
     def _run_job(self, job: SnapshotJob, state: StateStore) -> None:
         reader = TableReader(self.conn, job.schema, job.table, job.key_columns)
@@ -257,13 +322,12 @@ class SnapshotRunner(threading.Thread):
             job.rows_total = reader.estimate_rows()
         txn = Transaction(job.commit_lsn)  # a read event has no commit time or xid
         logger.info(
-            "snapshot of %s.%s at %s (read lsn %s) starts after %r",
-            job.schema, job.table, format_lsn(job.commit_lsn), format_lsn(job.read_lsn), job.after,
+            "snapshot of %s.%s (%s) at %s (read lsn %s) starts after %r",
+            job.schema, job.table, job.reason, format_lsn(job.commit_lsn), format_lsn(job.read_lsn),
+            job.after,
         )
         # One chunk in flight while the next is read and sent: a chunk's progress is recorded
         # once Kafka acknowledged it, and always after the chunk before it.
-        if job.truncate_first and job.after is None:
-            self._send_truncate(job)
         in_flight: tuple[AckGroup, list[str | None], int] | None = None
         for chunk in reader.chunks(job.after, self.chunk_rows):
             if self._halt.is_set():
@@ -280,6 +344,8 @@ class SnapshotRunner(threading.Thread):
             self._settle(job, state, *in_flight)
         if self._halt.is_set():
             return
+        if job.truncate_lsn is not None:  # after every row: see "Every snapshot is a full resync"
+            self._send_truncate(job, job.truncate_lsn)
         state.finish_snapshot(job.schema, job.table)
         if self.on_progress:
             self.on_progress(job, 0)

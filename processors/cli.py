@@ -7,6 +7,12 @@ new version gets its workers within one poll interval; a retired or dropped vers
 a worker that dies is restarted after a short backoff. Kafka spreads the partitions of each
 group over all of that group's workers, on this machine and on others running the same command.
 
+A worker process that cannot start (its embedder needs an API key that is not in the
+environment, an optional extra is not installed, the stored config does not load) records why
+in ``vectorizer.errors`` (step ``start``, no key; one row per version while it keeps failing)
+and exits with :data:`EXIT_START_FAILED`; the supervisor logs that reason in one line and tries
+again with the same backoff. The first process of the version that starts deletes the error.
+
 With ``--metrics-port`` the supervisor serves Prometheus metrics of all its children on that one
 port (``processors.metrics`` explains the multiprocess mode); ``--log-format`` applies to the
 supervisor and is passed on to every child.
@@ -17,10 +23,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
 import psycopg
@@ -28,14 +36,29 @@ import psycopg
 from pgai_orm.catalog import catalog_exists, ensure_catalog
 from pgai_orm.catalog import errors as catalog_errors
 from pgai_orm.catalog.versions import served_versions
-from pgai_orm.errors import InvariantError
-from pgai_orm.runtime.logs import LOG_FORMATS, install_json_hooks, logging_config, setup_logging
+from pgai_orm.configuration import ConfigurationError
+from pgai_orm.embedders.errors import MissingApiKeyError
+from pgai_orm.errors import InvariantError, VectorizerError
+from pgai_orm.runtime.logs import (
+    LOG_FORMATS,
+    install_json_hooks,
+    logging_config,
+    scrub,
+    setup_logging,
+)
 from pgai_orm.runtime.processes import stop_process
-from processors.metrics import MULTIPROC_ENV, SupervisorMetrics
+from processors.metrics import MULTIPROC_ENV, SupervisorMetrics, WorkerMetrics, metrics_enabled
+
+if TYPE_CHECKING:
+    import faust
 
 logger = logging.getLogger("processors.worker")
 
 GroupKey = tuple[int, int]  # (vectorizer_id, version)
+
+#: Exit status of a worker process that cannot start (sysexits' EX_CONFIG); its reason is in
+#: ``vectorizer.errors`` (step ``start``).
+EXIT_START_FAILED = 78
 
 
 def desired_versions(database_url: str) -> set[GroupKey]:
@@ -53,11 +76,23 @@ def desired_versions(database_url: str) -> set[GroupKey]:
 
 def record_missing_sources(database_url: str) -> list[str]:
     """Record a ``source`` error for each vectorizer whose source table was dropped, once
-    (:func:`pgai_orm.catalog.errors.record_missing_sources`); returns the new messages."""
+    (:func:`pgai_orm.catalog.errors.record_missing_sources`); returns the new messages. Also
+    forgets the ``start`` errors of versions no longer served (retired or dropped)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         if not catalog_exists(conn):
             return []
-        return catalog_errors.record_missing_sources(conn)
+        catalog_errors.clear_stale_start_errors(conn)
+        return (catalog_errors.record_missing_sources(conn)
+                + catalog_errors.record_schema_errors(conn))
+
+
+def start_error(database_url: str, key: GroupKey) -> catalog_errors.StartError | None:
+    """The ``start`` error recorded for one version, if any (None also when unreadable)."""
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            return catalog_errors.start_errors(conn).get(key)
+    except psycopg.Error:
+        return None
 
 
 @dataclass
@@ -150,21 +185,38 @@ class Supervisor:
                 self._stop(child)
                 del self.children[ident]
             elif child.process.poll() is not None:
-                logger.warning("worker pid %d exited with %s; restarting",
-                               child.process.pid, child.process.returncode,
-                               extra={"vectorizer": child.key[0], "version": child.key[1]})
                 self._reaped(child)
                 self._restarts += 1
                 del self.children[ident]
                 failures = self._failures.get(ident, 0) + 1
                 self._failures[ident] = failures
-                self._restart_at[ident] = time.monotonic() + min(2.0 ** (failures - 1), 60.0)
+                delay = min(2.0 ** (failures - 1), 60.0)
+                self._restart_at[ident] = time.monotonic() + delay
+                self._log_exit(child, delay)
         now = time.monotonic()
         for key in sorted(wanted):
             for slot in range(self.concurrency):
                 ident = (key, slot)
                 if ident not in self.children and self._restart_at.get(ident, 0) <= now:
                     self._spawn(key, slot)
+
+    def _log_exit(self, child: _Child, delay: float) -> None:
+        """One line per exited process; for one that could not start, the recorded reason."""
+        fields = {"vectorizer": child.key[0], "version": child.key[1],
+                  "exit_status": child.process.returncode}
+        if child.process.returncode != EXIT_START_FAILED:
+            logger.warning("worker pid %d exited with %s; restarting in %.0f s",
+                           child.process.pid, child.process.returncode, delay, extra=fields)
+            return
+        error = start_error(self.database_url, child.key)
+        if error is None:  # it could not write the catalog either: it logged the reason itself
+            logger.error("worker for vectorizer %d version %d cannot start (reason in its log"
+                         " above); next try in %.0f s", child.key[0], child.key[1], delay,
+                         extra=fields)
+            return
+        logger.error("vectorizer %s version %d cannot start: %s (next try in %.0f s; see"
+                     " `vectorizer errors`)", error.name, error.version, error.message, delay,
+                     extra=fields)
 
     def run(self) -> None:
         def stop(signum: int, frame: object) -> None:
@@ -191,9 +243,64 @@ class Supervisor:
                 self._metrics.close()
 
 
+def start_failure_message(exc: BaseException, config: dict[str, object] | None = None) -> str:
+    """One line saying why a worker process cannot start and what fixes it; never a secret.
+
+    ``config`` is the version's stored config (for the embedder's name).
+    """
+    embedding = (config or {}).get("embedding")
+    implementation = embedding.get("implementation") if isinstance(embedding, dict) else None
+    if isinstance(exc, MissingApiKeyError):
+        embedder = f"the {implementation} embedder" if implementation else "the embedder"
+        message = (f"{embedder} needs an API key: set the environment variable {exc.variable}"
+                   " for `vectorizer worker` and restart it")
+    elif isinstance(exc, ConfigurationError):  # stored by an older or newer version of the code
+        message = (f"its stored config does not load: {exc}; change it with"
+                   " op.alter_vectorizer")
+    elif isinstance(exc, VectorizerError):  # our own messages name the problem and the fix
+        message = str(exc)
+    else:  # a bug or an environment problem: the process's log has the traceback
+        message = f"{type(exc).__name__}: {exc} (traceback in the worker's log)"
+    return scrub(" ".join(message.split()))
+
+
+def _record_start_failure(database_url: str, vectorizer_id: int, version: int,
+                          message: str, exc: BaseException) -> None:
+    """Write the ``start`` error and count it in the metrics; log it when the catalog is away."""
+    if metrics_enabled():
+        WorkerMetrics(vectorizer_id, version).errors(["start"])
+    details = {"error": type(exc).__name__, "host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            catalog_errors.record_start_error(conn, vectorizer_id, version, message, details)
+    except psycopg.Error as db_exc:
+        logger.error("cannot start: %s (and cannot record it in vectorizer.errors: %s)",
+                     message, " ".join(str(db_exc).split()))
+
+
+def _clear_start_error_once_running(app: faust.App, database_url: str, vectorizer_id: int,
+                                    version: int) -> None:
+    """When the app has started, delete the version's ``start`` error: it can start now."""
+    from psycopg import AsyncConnection
+
+    async def forget_start_error() -> None:
+        try:
+            async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+                await conn.execute(catalog_errors.CLEAR_START_ERROR_SQL, (vectorizer_id, version))
+        except psycopg.Error as exc:
+            logger.warning("could not clear the start error of this version: %s",
+                           " ".join(str(exc).split()))
+
+    app.task(forget_start_error)
+
+
 def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: str,
                  log_format: str = "text") -> None:
-    """Child mode: one faust worker for one config version, until SIGTERM."""
+    """Child mode: one faust worker for one config version, until SIGTERM.
+
+    A version whose app cannot be built (no API key, a missing extra, a config this code cannot
+    load) is recorded as a ``start`` error and the process exits with :data:`EXIT_START_FAILED`.
+    """
     fields = {"vectorizer": vectorizer_id, "version": version}  # on every line of this process
     setup_logging(log_format, loglevel, fields)
     import faust
@@ -203,7 +310,18 @@ def _run_version(vectorizer_id: int, version: int, settings: object, loglevel: s
     if not isinstance(settings, WorkerSettings):
         raise InvariantError(f"worker settings of type {type(settings).__name__}")
     spec, topic = load_spec(settings.database_url, vectorizer_id, version, settings.topic_prefix)
-    app = create_app(spec, topic, settings)
+    try:
+        app = create_app(spec, topic, settings)
+    except Exception as exc:  # whatever it is, the version cannot run: say why
+        message = start_failure_message(exc, dict(spec.config))
+        if not isinstance(exc, VectorizerError):
+            logger.error("cannot start: %s", message, exc_info=True)
+        else:
+            logger.debug("cannot start: %s", message)
+        _record_start_failure(settings.database_url, vectorizer_id, version, message, exc)
+        logging.shutdown()
+        raise SystemExit(EXIT_START_FAILED) from None
+    _clear_start_error_once_running(app, settings.database_url, vectorizer_id, version)
     # faust configures logging itself when it starts: hand it the same setup; quiet in JSON
     # mode, so its banner and spinner never mix plain text into the JSON lines
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False,

@@ -11,8 +11,10 @@ stay in memory, unread. The directory is removed when the supervisor exits.
 
 Why these: events consumed vs. rows applied vs. skipped says whether the worker keeps up and
 how much is redelivery; chunks embedded vs. reused and embedding calls say what the provider is
-billed for; errors by step say what to fix; the store latency histogram says whether Postgres is
-the bottleneck; the last applied LSN and the consumer lag say how far behind the store is.
+billed for; errors by step say what to fix (``start`` counts worker processes that exited
+because they cannot start, e.g. without their API key); the store latency histogram says
+whether Postgres is the bottleneck; the last applied LSN and the consumer lag say how far
+behind the store is.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class WorkerMetrics:
             "chunks_reused", "Chunks whose stored vector was reused (same formatted text)")
         self.embedding_calls = counter("embedding_calls", "Calls of the embedding provider")
         self._errors = Counter(
-            PREFIX + "errors", "Rows recorded as failed (vectorizer.errors and the DLQ), by step",
+            PREFIX + "errors", "Rows recorded as failed (vectorizer.errors and the DLQ), by step;"
+            " step start: worker processes that could not start (no API key, ...)",
             (*LABELS, "step"), registry=self.registry)
         self.store_seconds = Histogram(
             PREFIX + "batch_store_seconds",

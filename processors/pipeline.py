@@ -251,13 +251,14 @@ class Pipeline:
         """Chunk and format every change; deletes and failures become writes right away."""
         rows: dict[str, dict[str, Any]] = {}
         reread: list[str] = []
+        names = await self._renames(conn, todo)
         for change in todo:
             base = applied.get(change.key_json)
             if change.is_delete:
                 writes.append(RowWrite(change.key_json, change.lsn, (), base))
                 continue
-            missing = self.read_columns & change.unchanged_toast
-            if base is not None and base.chunk_hashes and self.read_columns <= change.unchanged_toast:
+            missing = _toasted(self.read_columns, change.unchanged_toast, names)
+            if base is not None and base.chunk_hashes and self.read_columns <= missing:
                 # nothing the vectorizer reads changed: keep the chunks, record the LSN (a row
                 # without chunks may have failed before, so it is computed again instead)
                 writes.append(RowWrite(change.key_json, change.lsn, _kept(base), base))
@@ -282,6 +283,8 @@ class Pipeline:
             if row is None:
                 continue
             base = applied.get(change.key_json)
+            if names:
+                row = _follow_renames(row, self.read_columns, names)
             try:
                 plan = self._chunk_and_format(change, row, base)
             except _RowFailure as failure:
@@ -290,6 +293,17 @@ class Pipeline:
                 continue
             planned.append(plan)
         return planned
+
+    async def _renames(self, conn: AsyncConnection[Any],
+                       todo: Sequence[RowChange]) -> dict[str, tuple[str, ...]]:
+        """The other names of the columns this version reads, asked of the catalog only when a
+        change lacks one of them under its own name (a rename in the source: events after it
+        carry the new name, events before it the old one); else empty."""
+        wanted = self.read_columns
+        for change in todo:
+            if change.row is not None and not wanted <= change.row.keys() | change.unchanged_toast:
+                return await self.store.column_names(conn)
+        return {}
 
     def _chunk_and_format(
         self, change: RowChange, row: Mapping[str, Any], base: Applied | None
@@ -379,6 +393,29 @@ def _error(change: RowChange, step: str, exc: EmbeddingError) -> RowError:
     if exc.status is not None:
         details["status"] = exc.status
     return RowError(change.key_json, change.lsn, step, str(exc), details)
+
+
+def _toasted(read_columns: frozenset[str], unchanged_toast: frozenset[str],
+             names: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
+    """The read columns a change sent as unchanged TOAST, under their own or another name."""
+    if not names:
+        return read_columns & unchanged_toast
+    return frozenset(c for c in read_columns
+                     if c in unchanged_toast or any(n in unchanged_toast for n in names.get(c, ())))
+
+
+def _follow_renames(row: dict[str, Any], read_columns: frozenset[str],
+                    names: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+    """``row`` with each read column it lacks taken from another name of that column (a
+    rename followed by attnum); what no name gives stays missing (a load or format error)."""
+    out = row
+    for column in read_columns - row.keys():
+        for name in names.get(column, ()):
+            if name in row:
+                out = out if out is not row else dict(row)
+                out[column] = row[name]
+                break
+    return out
 
 
 def _kept(base: Applied) -> tuple[ChunkWrite, ...]:

@@ -115,6 +115,7 @@ class EmbeddingStore:
         self.vectorizer_id = vectorizer_id
         self.version = version
         self.source = sql.Identifier(source_schema, source_table)
+        self.source_name = (source_schema, source_table)
         self.pk_columns = tuple(pk_columns)
         self._lock_prefix = f"vectorizer:{vectorizer_id}:{version}:"
         self._vector_ready: weakref.WeakSet[AsyncConnection[Any]] = weakref.WeakSet()
@@ -188,20 +189,41 @@ class EmbeddingStore:
     async def reread(
         self, conn: AsyncConnection[Any], keys: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
-        """Current source rows by key, for changes whose text arrived as unchanged TOAST.
+        """Current source rows by key, for changes whose text arrived as unchanged TOAST (or
+        without a column the vectorizer reads).
 
-        A row that no longer exists is absent: its delete event is still on its way.
+        A row that no longer exists is absent: its delete event is still on its way. Keys carry
+        the store's column names; a key column renamed in the source since is matched under its
+        current name (the catalog follows it by attnum, ``vectorizer.source_key_columns``).
         """
         if not keys:
             return {}
+        cur = await conn.execute(
+            "SELECT store_name, source_name FROM vectorizer.source_key_columns(%s, %s)", self.source_name)
+        current = {store: now for store, now in await cur.fetchall() if now is not None}
+        names = [current.get(c, c) for c in self.pk_columns]
         query = sql.SQL(
             "SELECT x.i, to_jsonb(s) FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(key, i)"
             " CROSS JOIN LATERAL jsonb_populate_record(NULL::{src}, x.key) AS r"
             " JOIN {src} AS s ON {match}"
-        ).format(src=self.source, match=self._match("s", "r"))
-        payload = "[" + ",".join(keys) + "]"
+        ).format(src=self.source, match=sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier("s", c), sql.Identifier("r", c)) for c in names))
+        if names == list(self.pk_columns):
+            payload = "[" + ",".join(keys) + "]"
+        else:
+            renamed = dict(zip(self.pk_columns, names, strict=True))
+            payload = orjson.dumps([{renamed.get(k, k): v for k, v in orjson.loads(key).items()}
+                                    for key in keys]).decode()
         cur = await conn.execute(query, (payload,))
         return {keys[int(i) - 1]: row for i, row in await cur.fetchall()}
+
+    async def column_names(self, conn: AsyncConnection[Any]) -> dict[str, tuple[str, ...]]:
+        """Per source column this version reads, the other names an event's row may carry it
+        under, best first (``vectorizer.column_names``: its current name after a rename, then
+        the names it had in the vectorizer's versions)."""
+        cur = await conn.execute("SELECT attname, other_names FROM vectorizer.column_names(%s, %s)",
+                                 (self.vectorizer_id, self.version))
+        return {name: tuple(dict.fromkeys(others or ())) for name, others in await cur.fetchall()}
 
     # -- writes (inside the caller's transaction) -----------------------------------------------
 

@@ -6,9 +6,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pgai_orm.catalog.report import Report
+from pgai_orm.catalog.report import Report, SlotStatus
 
-__all__ = ["jsonable", "one_line", "render_errors", "render_report", "render_table"]
+__all__ = ["jsonable", "one_line", "render_errors", "render_report", "render_table", "slot_state"]
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -32,9 +32,9 @@ def render_report(report: Report) -> str:
     if report.slots:
         out.append("")
         out.append(render_table(
-            ["replication slot", "active", "confirmed LSN", "WAL not yet in Kafka (bytes)"],
-            [[s.name, "yes" if s.active else "no", s.confirmed_flush_lsn, s.lag_bytes]
-             for s in report.slots]))
+            ["replication slot", "active", "confirmed LSN", "WAL not yet in Kafka (bytes)", "state"],
+            [[s.name, "yes" if s.active else "no", s.confirmed_flush_lsn, s.lag_bytes,
+              slot_state(s)] for s in report.slots]))
     else:
         out.append("no replication slot yet (the connector has not run against this database)")
     if not report.vectorizers:
@@ -45,6 +45,9 @@ def render_report(report: Report) -> str:
         out.append(f"vectorizer {vz.name}: source {vz.source} ({rows}), "
                    f"serving version {vz.serving_version}, {vz.errors} errors")
         out.append(f"  connector: {vz.connector}; topic {vz.topic}")
+        for v in vz.versions:
+            if v.start_error:
+                out.append(f"  version {v.version} cannot start: {v.start_error}")
         out.append(render_table(
             ["version", "status", "store", "rows applied", "rows with chunks", "chunks",
              "last applied LSN", "rows/s (1 min)", "consumer lag"],
@@ -58,12 +61,33 @@ def render_report(report: Report) -> str:
     return "\n".join(out)
 
 
+def slot_state(slot: SlotStatus) -> str:
+    """The state cell of a slot: what is wrong with it and what the connector does about it."""
+    if slot.state == "lost":
+        return (f"lost ({slot.invalidation_reason or 'invalidated'}): the connector drops it,"
+                " creates a new one and resyncs every table")
+    if slot.state == "missing":
+        return "missing: the connector creates it again and resyncs every table"
+    text = slot.state
+    if slot.state == "recreated":
+        text += f" (was {slot.recreated_reason})"
+    if slot.resync_tables:
+        text += (f", resyncing {slot.resync_tables} table(s):"
+                 f" {slot.resync_rows_done}/{slot.resync_rows_total} rows")
+    return text
+
+
 def render_errors(rows: Sequence[dict[str, Any]]) -> str:
-    """The table of ``vectorizer errors`` (rows of :func:`pgai_orm.catalog.report.read_errors`)."""
+    """The table of ``vectorizer errors`` (rows of :func:`pgai_orm.catalog.report.read_errors`).
+
+    A row's message is cut to one short line; an error of a whole table or version (no key:
+    ``source``, ``start``) is shown in full, since it names the fix.
+    """
     return render_table(
         ["id", "vectorizer", "version", "key", "step", "message", "lsn", "recorded at"],
-        [[r["id"], r["name"], r["version"], json.dumps(r["pk"]), r["step"],
-          one_line(r["message"]), r["lsn"], jsonable(r["recorded_at"])] for r in rows])
+        [[r["id"], r["name"], r["version"], None if r["pk"] is None else json.dumps(r["pk"]),
+          r["step"], one_line(r["message"], 80 if r["pk"] is not None else 1000), r["lsn"],
+          jsonable(r["recorded_at"])] for r in rows])
 
 
 def one_line(text: str, width: int = 80) -> str:

@@ -15,7 +15,7 @@ import psycopg
 
 from infra.urls import libpq_url
 from pgai_orm.catalog import report as catalog_report
-from pgai_orm.catalog.report import Report
+from pgai_orm.catalog.report import Report, SlotStatus
 from pgai_orm.errors import InvariantError
 
 __all__ = ["add_connector_progress", "add_consumer_lags", "read_report"]
@@ -25,24 +25,50 @@ def read_report(database_url: str) -> Report:
     """The catalog, stores, slots and connector phases of ``database_url`` (no broker needed)."""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         report = catalog_report.read_report(conn)
-    if report.vectorizers:
+    if report.vectorizers or report.slots:
         add_connector_progress(database_url, report)
     return report
 
 
 def add_connector_progress(database_url: str, report: Report) -> None:
-    """Set each vectorizer's ``connector`` to its table's phase, as the connector recorded it."""
+    """Set each vectorizer's ``connector`` to its table's phase, as the connector recorded it,
+    and each slot's state as the connector sees it; a slot the connector streamed tables from
+    that no longer exists is added as ``missing``."""
     from connector.service import status as connector_status
+    from connector.state import recorded_slots
 
+    url = libpq_url(database_url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        recorded = [r.slot_name for r in recorded_slots(conn)]
+    statuses = {slot.name: connector_status(url, slot.name) for slot in report.slots}
+    for name in recorded:
+        if name not in statuses:
+            info = connector_status(url, name)
+            if info["slot_state"] == "missing":
+                statuses[name] = info
+                report.slots.append(SlotStatus(name, False, None, None, state="missing"))
+    report.slots.sort(key=lambda s: s.name)
     for slot in report.slots:
-        tables = connector_status(libpq_url(database_url), slot.name).get("tables", [])
-        for table in tables:
+        info = statuses[slot.name]
+        if info["slot_state"] != "none":
+            slot.state = info["slot_state"]
+        recreated = info["recreated"]
+        if recreated:
+            slot.recreated_reason = recreated["reason"]
+            slot.recreated_at = recreated["at"]
+            slot.recreations = recreated["count"]
+        resync = info["resync"]
+        slot.resync_tables = resync["tables"]
+        slot.resync_rows_done = resync["rows_done"]
+        slot.resync_rows_total = resync["rows_total"]
+        for table in info["tables"]:
             source = f"{table['schema']}.{table['table']}"
             if table["status"] == "streaming":
                 phase = "streaming"
             else:
                 total = table.get("snapshot_rows_total")
-                phase = f"snapshotting {table.get('snapshot_rows', 0)}/{total if total is not None else '?'} rows"
+                verb = f"resyncing ({table['snapshot_reason']})" if table["resync"] else "snapshotting"
+                phase = f"{verb} {table.get('snapshot_rows', 0)}/{total if total is not None else '?'} rows"
             for vz in report.vectorizers:
                 if vz.source == source:
                     vz.connector = f"{phase} (slot {slot.name})"

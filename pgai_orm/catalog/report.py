@@ -15,6 +15,7 @@ from typing import Any
 
 from psycopg import sql
 
+from pgai_orm.catalog.errors import start_errors
 from pgai_orm.catalog.vectorizers import catalog_exists
 from pgai_orm.errors import VectorizerError
 from pgai_orm.names import DEFAULT_TOPIC_PREFIX, SLOT_PREFIX, consumer_group, topic_name
@@ -64,6 +65,8 @@ class VersionStatus:
     rows_per_s_last_minute: float = 0.0
     consumer_group: str | None = None
     consumer_lag: int | None = None  # events in the topic the group has not committed yet
+    #: why its worker processes cannot start (its ``start`` error), None while they can
+    start_error: str | None = None
 
 
 @dataclass
@@ -82,12 +85,27 @@ class VectorizerStatus:
 
 @dataclass
 class SlotStatus:
-    """A connector slot: ``lag_bytes`` of WAL written but not yet confirmed (= not in Kafka)."""
+    """A connector slot: ``lag_bytes`` of WAL written but not yet confirmed (= not in Kafka).
+
+    ``state`` is what the server says (``ok``, or ``lost`` once it invalidated the slot, with
+    ``invalidation_reason``); the operator commands add the connector's view: ``missing`` (a
+    slot the connector recorded that no longer exists), ``recreated`` (created again, tables
+    being resynced), the last re-creation and the resync progress.
+    """
 
     name: str
     active: bool
     confirmed_flush_lsn: str | None
     lag_bytes: int | None
+    state: str = "ok"
+    wal_status: str | None = None
+    invalidation_reason: str | None = None
+    recreated_reason: str | None = None  # why the connector last created it again
+    recreated_at: Any = None
+    recreations: int = 0
+    resync_tables: int = 0  # tables whose resync (a snapshot after their first) is under way
+    resync_rows_done: int = 0
+    resync_rows_total: int = 0
 
 
 @dataclass
@@ -113,16 +131,25 @@ def _table_exists(conn: Any, schema: str, table: str) -> bool:
 
 
 def read_slots(conn: Any) -> list[SlotStatus]:
-    """The connector's logical slots in this database, with unconfirmed WAL in bytes."""
+    """The connector's logical slots in this database, with unconfirmed WAL in bytes and whether
+    the server invalidated them (``wal_status`` ``lost``; ``invalidation_reason`` on 17+, read
+    through ``to_jsonb`` because older servers lack the column)."""
     rows = conn.execute(
         "SELECT slot_name, active, confirmed_flush_lsn::text,"
-        "       pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint"
-        "  FROM pg_replication_slots"
+        "       pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,"
+        "       wal_status, to_jsonb(s) ->> 'invalidation_reason'"
+        "  FROM pg_replication_slots s"
         " WHERE slot_type = 'logical' AND database = current_database() AND slot_name LIKE %s"
         " ORDER BY slot_name",
         (SLOT_PREFIX + "%",),
     ).fetchall()
-    return [SlotStatus(r[0], bool(r[1]), r[2], None if r[3] is None else int(r[3])) for r in rows]
+    out = []
+    for name, active, confirmed, lag, wal_status, reason in rows:
+        if reason is None and wal_status == "lost":
+            reason = "wal_removed"
+        out.append(SlotStatus(name, bool(active), confirmed, None if lag is None else int(lag),
+                              "lost" if reason else "ok", wal_status, reason))
+    return out
 
 
 def read_versions(conn: Any, vectorizer_id: int) -> list[VersionStatus]:
@@ -165,6 +192,7 @@ def read_report(conn: Any, prefix: str = DEFAULT_TOPIC_PREFIX) -> Report:
         "  FROM vectorizer.vectorizers v ORDER BY v.id"
     ).fetchall()
     vectorizers = []
+    cannot_start = start_errors(conn)
     for vid, name, schema, table, serving, errors in rows:
         source_rows = _count(conn, schema, table) if _table_exists(conn, schema, table) else None
         status = VectorizerStatus(name, f"{schema}.{table}", source_rows, int(serving),
@@ -172,6 +200,8 @@ def read_report(conn: Any, prefix: str = DEFAULT_TOPIC_PREFIX) -> Report:
         status.topic = topic_name(prefix, database, schema, table)
         for version in status.versions:
             version.consumer_group = consumer_group(prefix, database, int(vid), version.version)
+            start_error = cannot_start.get((int(vid), version.version))
+            version.start_error = start_error.message if start_error else None
         vectorizers.append(status)
     return Report(database, slots, vectorizers, None)
 

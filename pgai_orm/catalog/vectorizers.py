@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PrimaryKeyColumn", "VectorizerRecord", "catalog_exists", "load_vectorizers"]
+__all__ = [
+    "PrimaryKeyColumn",
+    "VectorizerRecord",
+    "catalog_exists",
+    "load_vectorizers",
+    "source_key_names",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +81,16 @@ def load_vectorizers(conn: Any) -> list[VectorizerRecord]:
     if not catalog_exists(conn):
         return []
     return [_record(r) for r in conn.execute(_SELECT_VECTORIZERS + " ORDER BY id").fetchall()]
+
+
+def source_key_names(conn: Any, schema: str, table: str) -> list[tuple[str, str | None]]:
+    """``(store name, current source name)`` of each key column of ``schema.table``, in key order
+    (``vectorizer.source_key_columns``; the current name is None for a dropped column).
+
+    The store and every event key keep the names the key columns had when the vectorizer was
+    created; a key column renamed since is found by its attnum, so readers of the source (the
+    connector's Relation messages and snapshots, the workers' re-reads) follow the rename.
+    """
+    rows = conn.execute("SELECT store_name, source_name FROM vectorizer.source_key_columns(%s, %s)",
+                        (schema, table)).fetchall()
+    return [(str(r[0]), None if r[1] is None else str(r[1])) for r in rows]

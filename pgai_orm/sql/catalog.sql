@@ -97,6 +97,26 @@ CREATE TABLE IF NOT EXISTS vectorizer.connector_tables (
     PRIMARY KEY (slot_name, source_schema, source_table)
 );
 
+-- Lifecycle (connector/state.py): a table's incarnation (source_oid, vectorizer_ids), why its
+-- latest snapshot ran and the truncate that closes it; the slot's last re-creation.
+ALTER TABLE vectorizer.connector_tables
+    ADD COLUMN IF NOT EXISTS source_oid oid,
+    ADD COLUMN IF NOT EXISTS vectorizer_ids int[],
+    ADD COLUMN IF NOT EXISTS snapshot_reason text,
+    ADD COLUMN IF NOT EXISTS truncate_lsn pg_lsn;
+ALTER TABLE vectorizer.connector_state
+    ADD COLUMN IF NOT EXISTS slot_recreated_reason text,
+    ADD COLUMN IF NOT EXISTS slot_recreated_at timestamptz,
+    ADD COLUMN IF NOT EXISTS slot_recreations int NOT NULL DEFAULT 0;
+
+-- Version 3, lifecycle of the source table (docs/operations.md, "Lifecycle events"):
+-- source_columns: per config version, the source columns it reads, by attnum
+--   ([{"attname", "attnum", "role": "chunk" | "template"}]), so a rename is recognised as one;
+-- source_partitions: the leaf partitions of a partitioned source as last seen (NULL: a plain
+--   table), so an ATTACH, DETACH or DROP of a partition is noticed and the table resynced.
+ALTER TABLE vectorizer.config_versions ADD COLUMN IF NOT EXISTS source_columns jsonb;
+ALTER TABLE vectorizer.vectorizers ADD COLUMN IF NOT EXISTS source_partitions oid[];
+
 -- Which catalog versions were installed (pgai_orm/catalog/schema.py: CATALOG_VERSION).
 CREATE TABLE IF NOT EXISTS vectorizer.catalog_version (
     version      int PRIMARY KEY,
@@ -116,6 +136,94 @@ BEGIN
             p_what, p_name USING ERRCODE = 'name_too_long';
     END IF;
 END
+$fn$;
+
+
+-- The identifiers of a string.Template, scanned left to right as Python does ("$$" is a dollar).
+CREATE OR REPLACE FUNCTION vectorizer._template_placeholders(p_template text) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT coalesce(array_agg(DISTINCT x.name ORDER BY x.name), '{}')
+      FROM (SELECT btrim(m[1], '{}') AS name
+              FROM regexp_matches(coalesce(p_template, ''),
+                                  '\$(\$|\{[_A-Za-z][_A-Za-z0-9]*\}|[_A-Za-z][_A-Za-z0-9]*)', 'g') AS m) x
+     WHERE x.name <> '$'
+$fn$;
+
+
+-- The source columns a config reads (the chunked column, the template's placeholders), with
+-- their attnums in p_rel: a rename keeps the attnum, so it can be told from a drop.
+CREATE OR REPLACE FUNCTION vectorizer._config_columns(p_rel regclass, p_config jsonb) RETURNS jsonb
+LANGUAGE sql STABLE AS $fn$
+    WITH wanted AS (
+        SELECT coalesce(p_config->'loading'->>'column_name', p_config->'chunking'->>'chunk_column') AS name,
+               'chunk' AS role, 0 AS ord
+        UNION ALL
+        SELECT t.name, 'template', t.ord
+          FROM unnest(CASE WHEN p_config->'formatting'->>'implementation' = 'python_template'
+                           THEN vectorizer._template_placeholders(p_config->'formatting'->>'template')
+                           ELSE '{}'::text[] END) WITH ORDINALITY AS t(name, ord)
+         WHERE t.name <> 'chunk'
+           AND t.name IS DISTINCT FROM coalesce(p_config->'loading'->>'column_name',
+                                                 p_config->'chunking'->>'chunk_column'))
+    SELECT coalesce(jsonb_agg(jsonb_build_object('attname', w.name, 'attnum', a.attnum, 'role', w.role)
+                              ORDER BY w.ord), '[]')
+      FROM wanted w
+      LEFT JOIN pg_attribute a ON a.attrelid = p_rel AND a.attname = w.name AND a.attnum > 0
+                              AND NOT a.attisdropped
+     WHERE w.name IS NOT NULL
+$fn$;
+
+
+-- The leaf partitions of a partitioned source, by OID; NULL for a plain table.
+CREATE OR REPLACE FUNCTION vectorizer._leaf_partitions(p_rel regclass) RETURNS oid[]
+LANGUAGE sql STABLE AS $fn$
+    SELECT CASE WHEN (SELECT relkind FROM pg_class WHERE oid = p_rel) = 'p' THEN
+               coalesce((SELECT array_agg(t.relid::oid ORDER BY t.relid::oid)
+                           FROM pg_partition_tree(p_rel) AS t
+                          WHERE t.isleaf AND t.relid <> p_rel), '{}')
+           END
+$fn$;
+
+
+-- The key columns of a source table as the store names them (the names they had when the
+-- vectorizer was created) and as the source names them now (NULL: dropped), in key order. A
+-- renamed key column is followed by attnum: keys keep the store's names, so they stay
+-- addressable, while reads of the source use the current names.
+CREATE OR REPLACE FUNCTION vectorizer.source_key_columns(p_schema name, p_table name)
+RETURNS TABLE (store_name text, source_name text)
+LANGUAGE sql STABLE AS $fn$
+    SELECT e.k->>'attname', a.attname::text
+      FROM (SELECT source_pk FROM vectorizer.vectorizers
+             WHERE source_schema = p_schema AND source_table = p_table ORDER BY id LIMIT 1) v
+     CROSS JOIN LATERAL jsonb_array_elements(v.source_pk) WITH ORDINALITY AS e(k, ord)
+      LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(format('%I.%I', p_schema, p_table))
+                              AND a.attnum = (e.k->>'attnum')::int AND NOT a.attisdropped
+     ORDER BY e.ord
+$fn$;
+
+
+-- Per column that a config version reads, the other names to find it under in an event's row,
+-- best first: its current name when it was renamed in the source since, then every name it had
+-- in a version of the vectorizer (same attnum). Workers follow a rename this way: events
+-- streamed after it carry the new name, events from before it (replayed by a version that reads
+-- the new name) the old one.
+CREATE OR REPLACE FUNCTION vectorizer.column_names(p_id int, p_version int)
+RETURNS TABLE (attname text, other_names text[])
+LANGUAGE sql STABLE AS $fn$
+    SELECT e->>'attname',
+           array_remove(array_remove(
+               ARRAY[(SELECT a.attname::text FROM pg_attribute a
+                       WHERE a.attrelid = to_regclass(format('%I.%I', v.source_schema, v.source_table))
+                         AND a.attnum = (e->>'attnum')::int AND NOT a.attisdropped)]
+               || ARRAY(SELECT DISTINCT o->>'attname'
+                          FROM vectorizer.config_versions ov
+                         CROSS JOIN LATERAL jsonb_array_elements(coalesce(ov.source_columns, '[]')) AS o
+                         WHERE ov.vectorizer_id = p_id AND o->>'attnum' = e->>'attnum'),
+               e->>'attname'), NULL)
+      FROM vectorizer.config_versions cv
+      JOIN vectorizer.vectorizers v ON v.id = cv.vectorizer_id
+     CROSS JOIN LATERAL jsonb_array_elements(coalesce(cv.source_columns, '[]')) AS e
+     WHERE cv.vectorizer_id = p_id AND cv.version = p_version AND e->>'attnum' IS NOT NULL
 $fn$;
 
 
@@ -165,7 +273,8 @@ END
 $fn$;
 
 
--- The view: the store's columns plus every source column, joined on the primary key.
+-- The view: the store's columns plus every source column, joined on the primary key (the
+-- source's key columns by their current names: a renamed key column keeps its attnum).
 CREATE OR REPLACE FUNCTION vectorizer._create_view(p_id int) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -173,9 +282,14 @@ DECLARE
     v_join text;
 BEGIN
     SELECT * INTO STRICT v FROM vectorizer.vectorizers WHERE id = p_id;
-    SELECT string_agg(format('t.%I = s.%I', k->>'attname', k->>'attname'), ' AND ')
-      INTO v_join FROM jsonb_array_elements(v.source_pk) AS k;
-    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', v.view_schema);
+    SELECT string_agg(format('t.%I = s.%I', k->>'attname', coalesce(a.attname, k->>'attname')), ' AND ')
+      INTO v_join
+      FROM jsonb_array_elements(v.source_pk) AS k
+      LEFT JOIN pg_attribute a ON a.attrelid = format('%I.%I', v.source_schema, v.source_table)::regclass
+                              AND a.attnum = (k->>'attnum')::int AND NOT a.attisdropped;
+    IF to_regnamespace(quote_ident(v.view_schema)) IS NULL THEN
+        EXECUTE format('CREATE SCHEMA %I', v.view_schema);
+    END IF;
     EXECUTE format(
         'CREATE OR REPLACE VIEW %I.%I AS SELECT t.embedding_uuid, t.chunk_seq, t.chunk, t.embedding, s.* '
         'FROM %I.%I t JOIN %I.%I s ON %s',
@@ -299,19 +413,25 @@ BEGIN
 
     INSERT INTO vectorizer.vectorizers
         (name, source_schema, source_table, source_pk, target_schema, target_table,
-         view_schema, view_table, config, config_version, publication_name)
+         view_schema, view_table, config, config_version, publication_name, source_partitions)
     VALUES (v_name, v_schema, p_source_table, v_pk, v_target_schema, v_target_table,
-            v_view_schema, v_view_table, p_config, 1, 'placeholder')
+            v_view_schema, v_view_table, p_config, 1, 'placeholder', vectorizer._leaf_partitions(v_rel))
     RETURNING id INTO v_id;
     UPDATE vectorizer.vectorizers SET publication_name = 'vectorizer_' || v_id WHERE id = v_id;
     INSERT INTO vectorizer.config_versions
-        (vectorizer_id, version, config, target_schema, target_table, status, activated_at)
-    VALUES (v_id, 1, p_config, v_target_schema, v_target_table, 'active', now());
+        (vectorizer_id, version, config, target_schema, target_table, status, activated_at,
+         source_columns)
+    VALUES (v_id, 1, p_config, v_target_schema, v_target_table, 'active', now(),
+            vectorizer._config_columns(v_rel, p_config));
 
     PERFORM vectorizer._create_store(v_pk, v_target_schema, v_target_table, p_dimensions,
                                      p_config->'indexing');
     PERFORM vectorizer._create_view(v_id);
-    EXECUTE format('CREATE PUBLICATION %I FOR TABLE %I.%I', 'vectorizer_' || v_id, v_schema, p_source_table);
+    -- publish_via_partition_root: changes of a partitioned source arrive as changes of the
+    -- source itself (pgoutput would name the partition otherwise), partitions attached later included.
+    EXECUTE format('CREATE PUBLICATION %I FOR TABLE %I.%I WITH (publish_via_partition_root = true)',
+                   'vectorizer_' || v_id, v_schema, p_source_table);
+    PERFORM vectorizer._install_truncate_triggers(v_rel);
 
     FOREACH v_role IN ARRAY coalesce(p_grant_to, '{}') LOOP
         EXECUTE format('GRANT USAGE ON SCHEMA vectorizer, %I, %I TO %I', v_target_schema, v_view_schema, v_role);
@@ -378,6 +498,7 @@ BEGIN
     END IF;
     DELETE FROM vectorizer.applied_state WHERE vectorizer_id = v.id;
     DELETE FROM vectorizer.vectorizers WHERE id = v.id;
+    PERFORM vectorizer._drop_truncate_triggers(to_regclass(format('%I.%I', v.source_schema, v.source_table)));
     -- An orphaned slot holds WAL forever: when the last vectorizer of this database goes, drop the
     -- connector's inactive slots. An active slot is dropped by the connector itself when it sees
     -- that no vectorizer is left.
@@ -436,8 +557,10 @@ BEGIN
     SELECT max(version) + 1 INTO v_version FROM vectorizer.config_versions WHERE vectorizer_id = v.id;
     v_table := left(v.target_table, 55) || '_v' || v_version;
     PERFORM vectorizer._create_store(v.source_pk, v.target_schema, v_table, p_dimensions, v_config->'indexing');
-    INSERT INTO vectorizer.config_versions (vectorizer_id, version, config, target_schema, target_table, status)
-    VALUES (v.id, v_version, v_config, v.target_schema, v_table, 'building');
+    INSERT INTO vectorizer.config_versions (vectorizer_id, version, config, target_schema, target_table, status,
+                                            source_columns)
+    VALUES (v.id, v_version, v_config, v.target_schema, v_table, 'building',
+            vectorizer._config_columns(format('%I.%I', v.source_schema, v.source_table)::regclass, v_config));
     RETURN v_version;
 END
 $fn$;
@@ -469,5 +592,587 @@ BEGIN
      WHERE id = p_id;
     DELETE FROM vectorizer.applied_state WHERE vectorizer_id = p_id AND version = v.config_version;
     PERFORM vectorizer._create_view(p_id);
+END
+$fn$;
+
+
+-- ======== Lifecycle of the source table (docs/operations.md, "Lifecycle events") ========
+
+-- Ask the connector to read the source table again: it forgets the table's state, so its next
+-- catalog poll snapshots the table as if it were new. Every snapshot ends with a truncate below
+-- its rows (connector/snapshot.py, "Every snapshot is a full resync"), so the stores end with
+-- exactly the rows the table has: rows of an attached partition come in, rows of a detached,
+-- dropped or truncated one leave; unchanged rows keep their vectors (only their LSN moves).
+CREATE OR REPLACE FUNCTION vectorizer._request_resync(p_rel regclass, p_why text) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM vectorizer.connector_tables t USING vectorizer.vectorizers v
+     WHERE to_regclass(format('%I.%I', v.source_schema, v.source_table)) = p_rel
+       AND t.source_schema = v.source_schema AND t.source_table = v.source_table;
+    RAISE NOTICE 'vectorizer: %: the connector reads % again', p_why, p_rel;
+END
+$fn$;
+
+
+-- TRUNCATE of one partition is not streamed when the publication publishes via the partition
+-- root (pgoutput skips it), so each leaf partition of a source gets a trigger that asks for a
+-- resync. A TRUNCATE of the source itself is streamed: its own BEFORE trigger, which fires
+-- before those of its partitions in the same statement, tells them to stay quiet.
+CREATE OR REPLACE FUNCTION vectorizer._on_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_quiet text[] := string_to_array(coalesce(current_setting('vectorizer.truncating', true), ''), ',');
+    v_source regclass;
+BEGIN
+    IF TG_ARGV[0] = 'source' THEN
+        IF TG_WHEN = 'BEFORE' THEN
+            v_quiet := array_append(v_quiet, TG_RELID::text);
+        ELSE
+            v_quiet := array_remove(v_quiet, TG_RELID::text);
+        END IF;
+        PERFORM set_config('vectorizer.truncating', array_to_string(v_quiet, ','), true);
+        RETURN NULL;
+    END IF;
+    FOR v_source IN SELECT DISTINCT s.rel
+                      FROM (SELECT to_regclass(format('%I.%I', source_schema, source_table)) AS rel
+                              FROM vectorizer.vectorizers) s
+                     WHERE s.rel IN (SELECT relid FROM pg_partition_ancestors(TG_RELID)) LOOP
+        IF NOT (v_source::oid::text = ANY (v_quiet)) THEN
+            PERFORM vectorizer._request_resync(v_source, format('partition %s was truncated', TG_RELID::regclass));
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
+
+
+CREATE OR REPLACE FUNCTION vectorizer._install_truncate_triggers(p_rel regclass) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_leaf regclass;
+BEGIN
+    IF p_rel IS NULL OR (SELECT relkind FROM pg_class WHERE oid = p_rel) IS DISTINCT FROM 'p' THEN
+        RETURN;
+    END IF;
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = p_rel AND tgname = 'vectorizer_truncate_before') THEN
+            EXECUTE format('CREATE TRIGGER vectorizer_truncate_before BEFORE TRUNCATE ON %s'
+                           ' FOR EACH STATEMENT EXECUTE FUNCTION vectorizer._on_truncate(''source'')', p_rel);
+            EXECUTE format('CREATE TRIGGER vectorizer_truncate_after AFTER TRUNCATE ON %s'
+                           ' FOR EACH STATEMENT EXECUTE FUNCTION vectorizer._on_truncate(''source'')', p_rel);
+        END IF;
+        FOR v_leaf IN SELECT unnest(vectorizer._leaf_partitions(p_rel))::regclass LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = v_leaf AND tgname = 'vectorizer_truncate') THEN
+                EXECUTE format('CREATE TRIGGER vectorizer_truncate BEFORE TRUNCATE ON %s'
+                               ' FOR EACH STATEMENT EXECUTE FUNCTION vectorizer._on_truncate(''partition'')', v_leaf);
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING 'vectorizer: this role may not create triggers on the partitions of %: a TRUNCATE of a'
+            ' single partition will not reach the stores (docs/operations.md, "Lifecycle events")', p_rel;
+    END;
+END
+$fn$;
+
+
+-- The triggers go with the last vectorizer of the source (and from a detached partition).
+CREATE OR REPLACE FUNCTION vectorizer._drop_truncate_triggers(p_rel regclass) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    t record;
+BEGIN
+    IF p_rel IS NULL OR EXISTS (
+            SELECT 1 FROM vectorizer.vectorizers
+             WHERE to_regclass(format('%I.%I', source_schema, source_table)) = ANY (
+                   p_rel::oid || ARRAY(SELECT relid FROM pg_partition_ancestors(p_rel)))) THEN
+        RETURN;
+    END IF;
+    FOR t IN SELECT tg.tgname, tg.tgrelid::regclass AS rel FROM pg_trigger tg
+              WHERE tg.tgfoid = 'vectorizer._on_truncate'::regproc
+                AND (tg.tgrelid = p_rel OR tg.tgrelid IN (SELECT relid FROM pg_partition_tree(p_rel))) LOOP
+        BEGIN
+            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', t.tgname, t.rel);
+        EXCEPTION WHEN insufficient_privilege THEN
+            NULL;  -- harmless: the trigger asks for nothing once no vectorizer reads the table
+        END;
+    END LOOP;
+END
+$fn$;
+
+
+-- Compare the leaf partitions of each partitioned source (or of p_rel only) with the ones
+-- recorded. Rows that came (a partition attached with rows) or went (a partition detached or
+-- dropped) passed no change stream, so the table is resynced; a partition created empty is only
+-- recorded. Run by the DDL event trigger; by hand (as the table owner) where there is none.
+-- Returns how many tables it resynced.
+CREATE OR REPLACE FUNCTION vectorizer.sync_partitions(p_rel regclass DEFAULT NULL) RETURNS int
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r record;
+    v_now oid[];
+    v_leaf oid;
+    v_rows bool;
+    v_has bool;
+    v_changes text[];
+    v_done int := 0;
+BEGIN
+    FOR r IN SELECT DISTINCT ON (s.rel) s.rel, s.source_partitions
+               FROM (SELECT id, source_partitions,
+                            to_regclass(format('%I.%I', source_schema, source_table)) AS rel
+                       FROM vectorizer.vectorizers) s
+              WHERE s.rel IS NOT NULL AND (p_rel IS NULL OR s.rel = p_rel)
+              ORDER BY s.rel, s.id LOOP
+        v_now := vectorizer._leaf_partitions(r.rel);
+        CONTINUE WHEN v_now IS NOT DISTINCT FROM r.source_partitions;
+        v_rows := false;
+        v_changes := '{}';
+        FOR v_leaf IN SELECT unnest(coalesce(r.source_partitions, '{}'))
+                      EXCEPT SELECT unnest(coalesce(v_now, '{}')) LOOP
+            IF EXISTS (SELECT 1 FROM pg_class WHERE oid = v_leaf) THEN
+                EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', v_leaf::regclass) INTO v_has;
+                v_changes := v_changes || format('%s detached', v_leaf::regclass);
+                PERFORM vectorizer._drop_truncate_triggers(v_leaf::regclass);
+            ELSE
+                v_has := true;  -- dropped: what it held is unknown
+                v_changes := v_changes || format('partition %s dropped', v_leaf);
+            END IF;
+            v_rows := v_rows OR v_has;
+        END LOOP;
+        FOR v_leaf IN SELECT unnest(coalesce(v_now, '{}'))
+                      EXCEPT SELECT unnest(coalesce(r.source_partitions, '{}')) LOOP
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', v_leaf::regclass) INTO v_has;
+            v_changes := v_changes || format('%s attached', v_leaf::regclass);
+            v_rows := v_rows OR (v_has AND r.source_partitions IS NOT NULL);
+        END LOOP;
+        IF v_rows THEN
+            PERFORM vectorizer._request_resync(r.rel, array_to_string(v_changes, ', '));
+            v_done := v_done + 1;
+        END IF;
+        UPDATE vectorizer.vectorizers SET source_partitions = v_now
+         WHERE to_regclass(format('%I.%I', source_schema, source_table)) = r.rel;
+        PERFORM vectorizer._install_truncate_triggers(r.rel);
+    END LOOP;
+    RETURN v_done;
+END
+$fn$;
+
+
+-- A Python string literal, for the fixes that error messages spell out.
+CREATE OR REPLACE FUNCTION vectorizer._py_str(p_text text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT '''' || replace(replace(p_text, '\', '\\'), '''', '\''') || ''''
+$fn$;
+
+
+-- One `schema` error per vectorizer version whose source lost a column it reads (renamed or
+-- dropped), or whose partitions changed with no event trigger to resync it; an error goes
+-- when its cause does. Run by the worker supervisor on every poll and by the DDL event trigger.
+-- Returns the messages it newly recorded.
+CREATE OR REPLACE FUNCTION vectorizer.check_sources() RETURNS SETOF text
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r record;
+    c record;
+    v_rel regclass;
+    v_problems text[];
+    v_details jsonb;
+    v_message text;
+    v_fix text;
+    v_class text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('vectorizer.errors:schema'));
+    FOR r IN SELECT v.id, v.name, v.source_schema, v.source_table, v.source_partitions, cv.version,
+                    cv.config, cv.source_columns
+               FROM vectorizer.vectorizers v JOIN vectorizer.config_versions cv ON cv.vectorizer_id = v.id
+              WHERE cv.status IN ('active', 'building') ORDER BY v.id, cv.version LOOP
+        v_rel := to_regclass(format('%I.%I', r.source_schema, r.source_table));
+        v_problems := '{}';
+        v_details := '[]';
+        IF v_rel IS NOT NULL THEN
+            FOR c IN SELECT e->>'attname' AS was, e->>'role' AS role, a.attname::text AS now,
+                            coalesce(a.attisdropped, true) AS gone
+                       FROM jsonb_array_elements(coalesce(r.source_columns, '[]')) AS e
+                       LEFT JOIN pg_attribute a ON a.attrelid = v_rel AND a.attnum = (e->>'attnum')::int
+                      WHERE e->>'attnum' IS NOT NULL LOOP
+                CONTINUE WHEN NOT c.gone AND c.now = c.was;
+                IF c.role = 'chunk' AND r.config->'loading' IS NOT NULL
+                        AND jsonb_typeof(r.config->'loading') = 'object' THEN
+                    v_fix := format('loading=LoadingColumnConfig(column_name=%s)', vectorizer._py_str(coalesce(c.now, '...')));
+                ELSIF c.role = 'chunk' THEN
+                    v_class := CASE r.config->'chunking'->>'implementation'
+                        WHEN 'recursive_character_text_splitter' THEN 'ChunkingRecursiveCharacterTextSplitterConfig'
+                        WHEN 'character_text_splitter' THEN 'ChunkingCharacterTextSplitterConfig'
+                        ELSE 'Chunking...Config' END;
+                    v_fix := format('chunking=%s(chunk_column=%s, ...)', v_class, vectorizer._py_str(coalesce(c.now, '...')));
+                ELSE
+                    v_fix := format('formatting=FormattingPythonTemplateConfig(template=%s)', vectorizer._py_str(
+                        CASE WHEN c.gone THEN r.config->'formatting'->>'template'
+                             ELSE regexp_replace(r.config->'formatting'->>'template',
+                                                 '\$(\{?)' || c.was || '(?![_A-Za-z0-9])', '$\1' || c.now, 'g') END));
+                END IF;
+                v_problems := v_problems || format(
+                    'column "%s" of %I.%I, which %s, was %s; fix: op.alter_vectorizer(%s, %s)'
+                    ' (a new version that embeds every row again)%s',
+                    c.was, r.source_schema, r.source_table,
+                    CASE c.role WHEN 'chunk' THEN 'it chunks' ELSE 'its formatting template reads' END,
+                    CASE WHEN c.gone THEN 'dropped: rows that change from now on get a load error and'
+                                          ' lose their chunks'
+                         ELSE format('renamed to "%s": the workers follow the rename, but the config'
+                                     ' still names "%s"', c.now, c.was) END,
+                    vectorizer._py_str(r.name), v_fix,
+                    CASE WHEN c.gone THEN ', or drop the vectorizer' ELSE ', or rename the column back' END);
+                v_details := v_details || jsonb_build_object('column', c.was, 'role', c.role,
+                                                             'renamed_to', CASE WHEN NOT c.gone THEN c.now END,
+                                                             'dropped', c.gone);
+            END LOOP;
+            IF vectorizer._leaf_partitions(v_rel) IS DISTINCT FROM r.source_partitions THEN
+                v_problems := v_problems || format(
+                    'partitions of %I.%I were attached, detached or dropped and no event trigger resynced'
+                    ' the table, so rows that came or went are not in the store; fix: SELECT'
+                    ' vectorizer.sync_partitions(%L) as the owner of the table',
+                    r.source_schema, r.source_table, format('%I.%I', r.source_schema, r.source_table));
+                v_details := v_details || jsonb_build_object('partitions', 'changed');
+            END IF;
+        END IF;
+        v_message := CASE WHEN cardinality(v_problems) > 0 THEN
+            format('vectorizer %s (version %s): ', r.name, r.version) || array_to_string(v_problems, '; ') END;
+        DELETE FROM vectorizer.errors
+         WHERE vectorizer_id = r.id AND version = r.version AND step = 'schema'
+           AND message IS DISTINCT FROM v_message;
+        IF v_message IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM vectorizer.errors
+                 WHERE vectorizer_id = r.id AND version = r.version AND step = 'schema') THEN
+            INSERT INTO vectorizer.errors (vectorizer_id, version, pk, step, message, details)
+            VALUES (r.id, r.version, NULL, 'schema', v_message, jsonb_build_object('problems', v_details));
+            RETURN NEXT v_message;
+        END IF;
+    END LOOP;
+    DELETE FROM vectorizer.errors e
+     WHERE e.step = 'schema' AND NOT EXISTS (
+           SELECT 1 FROM vectorizer.config_versions cv
+            WHERE cv.vectorizer_id = e.vectorizer_id AND cv.version = e.version
+              AND cv.status IN ('active', 'building'));
+END
+$fn$;
+
+
+-- What a view must get back when it is created again: its owner, grants and comment.
+CREATE OR REPLACE FUNCTION vectorizer._view_meta(p_view regclass) RETURNS jsonb
+LANGUAGE sql STABLE AS $fn$
+    SELECT jsonb_build_object('owner', pg_get_userbyid(c.relowner), 'acl', c.relacl::text[],
+                              'comment', obj_description(c.oid, 'pg_class'))
+      FROM pg_class c WHERE c.oid = p_view
+$fn$;
+
+
+CREATE OR REPLACE FUNCTION vectorizer._restore_view_meta(p_schema name, p_view name, p_meta jsonb)
+RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    g record;
+BEGIN
+    IF p_meta IS NULL THEN
+        RETURN;
+    END IF;
+    FOR g IN SELECT (a).privilege_type AS priv, (a).grantee AS grantee, (a).is_grantable AS grantable
+               FROM (SELECT aclexplode(ARRAY(SELECT jsonb_array_elements_text(p_meta->'acl'))::aclitem[]) AS a) x
+              WHERE jsonb_typeof(p_meta->'acl') = 'array' LOOP
+        EXECUTE format('GRANT %s ON %I.%I TO %s%s', g.priv, p_schema, p_view,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END,
+                       CASE WHEN g.grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+    IF p_meta->>'comment' IS NOT NULL THEN
+        EXECUTE format('COMMENT ON VIEW %I.%I IS %L', p_schema, p_view, p_meta->>'comment');
+    END IF;
+    IF p_meta->>'owner' IS NOT NULL AND p_meta->>'owner' <> current_user THEN
+        EXECUTE format('ALTER VIEW %I.%I OWNER TO %I', p_schema, p_view, p_meta->>'owner');
+    END IF;
+END
+$fn$;
+
+
+-- Drop the embedding views over p_source so that an ALTER TABLE the views would block (ALTER
+-- COLUMN ... TYPE, DROP COLUMN) can run; vectorizer.rebuild_views(p_source) in the same
+-- transaction creates them again with their owner, grants and comment. The DDL event trigger
+-- does both around every ALTER TABLE of a source; by hand (docs/operations.md):
+--   BEGIN; SELECT vectorizer.drop_views('t'); ALTER TABLE t ...; SELECT vectorizer.rebuild_views('t'); COMMIT;
+-- A view of the user's on top of an embedding view makes this fail (DROP VIEW says which).
+CREATE OR REPLACE FUNCTION vectorizer.drop_views(p_source regclass) RETURNS int
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v record;
+    v_view regclass;
+    v_saved jsonb := coalesce(nullif(current_setting('vectorizer.dropped_views', true), ''), '{}')::jsonb;
+    v_n int := 0;
+BEGIN
+    FOR v IN SELECT id, view_schema, view_table, target_schema, target_table FROM vectorizer.vectorizers
+              WHERE to_regclass(format('%I.%I', source_schema, source_table)) = p_source ORDER BY id LOOP
+        v_view := to_regclass(format('%I.%I', v.view_schema, v.view_table));
+        -- without its store the view could not come back: leave it (the ALTER then says why not)
+        CONTINUE WHEN v_view IS NULL OR to_regclass(format('%I.%I', v.target_schema, v.target_table)) IS NULL;
+        v_saved := v_saved || jsonb_build_object(v.id::text, vectorizer._view_meta(v_view));
+        EXECUTE format('DROP VIEW %I.%I', v.view_schema, v.view_table);
+        v_n := v_n + 1;
+    END LOOP;
+    PERFORM set_config('vectorizer.dropped_views', v_saved::text, true);
+    RETURN v_n;
+END
+$fn$;
+
+
+-- Create the view of vectorizer p_id again over the source as it is now: in place when its
+-- columns only grew (ADD COLUMN), dropped and created when they changed (a rename, a new
+-- type), with the owner, grants and comment it had. A view of the user's on top of it makes
+-- the drop fail.
+CREATE OR REPLACE FUNCTION vectorizer._rebuild_view(p_id int) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v vectorizer.vectorizers;
+    v_view regclass;
+    v_saved jsonb := coalesce(nullif(current_setting('vectorizer.dropped_views', true), ''), '{}')::jsonb;
+    v_meta jsonb;
+BEGIN
+    SELECT * INTO STRICT v FROM vectorizer.vectorizers WHERE id = p_id;
+    IF to_regclass(format('%I.%I', v.source_schema, v.source_table)) IS NULL
+            OR to_regclass(format('%I.%I', v.target_schema, v.target_table)) IS NULL THEN
+        RETURN;
+    END IF;
+    v_view := to_regclass(format('%I.%I', v.view_schema, v.view_table));
+    v_meta := v_saved->(p_id::text);
+    IF v_view IS NOT NULL THEN
+        BEGIN
+            PERFORM vectorizer._create_view(p_id);
+            RETURN;
+        EXCEPTION WHEN invalid_table_definition THEN
+            -- CREATE OR REPLACE VIEW cannot rename, drop or retype a column
+            v_meta := vectorizer._view_meta(v_view);
+            EXECUTE format('DROP VIEW %I.%I', v.view_schema, v.view_table);
+        END;
+    END IF;
+    PERFORM vectorizer._create_view(p_id);
+    PERFORM vectorizer._restore_view_meta(v.view_schema, v.view_table, v_meta);
+    PERFORM set_config('vectorizer.dropped_views', (v_saved - p_id::text)::text, true);
+END
+$fn$;
+
+
+-- Create the embedding views over p_source (every source when NULL) again; see drop_views.
+CREATE OR REPLACE FUNCTION vectorizer.rebuild_views(p_source regclass DEFAULT NULL) RETURNS int
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_id int;
+    v_n int := 0;
+BEGIN
+    FOR v_id IN SELECT id FROM vectorizer.vectorizers
+                 WHERE p_source IS NULL
+                    OR to_regclass(format('%I.%I', source_schema, source_table)) = p_source
+                 ORDER BY id LOOP
+        PERFORM vectorizer._rebuild_view(v_id);
+        v_n := v_n + 1;
+    END LOOP;
+    RETURN v_n;
+END
+$fn$;
+
+
+-- What an ALTER TABLE of a source may not do: drop a column a vectorizer reads (unless with
+-- CASCADE, which went through before the trigger too; a rename is fine: workers follow it and
+-- check_sources says how to update the config), change the type of a key column (the store
+-- copies the key with its type), or add a column the view reserves.
+CREATE OR REPLACE FUNCTION vectorizer._check_alteration(p_id int) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v vectorizer.vectorizers;
+    v_rel regclass;
+    r record;
+BEGIN
+    SELECT * INTO STRICT v FROM vectorizer.vectorizers WHERE id = p_id;
+    v_rel := to_regclass(format('%I.%I', v.source_schema, v.source_table));
+    IF v_rel IS NULL THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT e->>'attname' AS attname, e->>'role' AS role, cv.version
+               FROM vectorizer.config_versions cv
+              CROSS JOIN LATERAL jsonb_array_elements(coalesce(cv.source_columns, '[]')) AS e
+               JOIN pg_attribute a ON a.attrelid = v_rel AND a.attnum = (e->>'attnum')::int
+              WHERE cv.vectorizer_id = p_id AND cv.status IN ('active', 'building') AND a.attisdropped LOOP
+        IF lower(coalesce(current_query(), '')) ~ '\mcascade\M' THEN
+            -- as without the trigger, CASCADE goes through (check_sources records what it did)
+            RAISE WARNING 'column "%" of %.%, which vectorizer % reads, was dropped', r.attname,
+                v.source_schema, v.source_table, v.name;
+            CONTINUE;
+        END IF;
+        RAISE EXCEPTION 'column "%" of %.% is % vectorizer % (version %)', r.attname, v.source_schema,
+            v.source_table, CASE r.role WHEN 'chunk' THEN 'chunked by' ELSE 'read by the formatting template of' END,
+            v.name, r.version
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'point the vectorizer at another column first (op.alter_vectorizer), or drop it';
+    END LOOP;
+    FOR r IN SELECT a.attname, e.k->>'typname' AS was, format_type(a.atttypid, a.atttypmod) AS now
+               FROM jsonb_array_elements(v.source_pk) AS e(k)
+               JOIN pg_attribute a ON a.attrelid = v_rel AND a.attnum = (e.k->>'attnum')::int AND NOT a.attisdropped
+              WHERE format_type(a.atttypid, a.atttypmod) <> e.k->>'typname' LOOP
+        RAISE EXCEPTION 'key column "%" of %.% would change type from % to %, but the store of vectorizer % keys its rows by %',
+            r.attname, v.source_schema, v.source_table, r.was, r.now, v.name, r.was
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'drop the vectorizer and create it again to change the type of a key column';
+    END LOOP;
+    SELECT attname INTO r FROM pg_attribute
+     WHERE attrelid = v_rel AND attnum > 0 AND NOT attisdropped
+       AND attname IN ('chunk', 'chunk_seq', 'embedding', 'embedding_uuid') LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'source table %.% would have a column named "%", which the embedding view of vectorizer % reserves',
+            v.source_schema, v.source_table, r.attname, v.name USING ERRCODE = 'duplicate_column';
+    END IF;
+END
+$fn$;
+
+
+-- DDL event triggers (installed when a superuser installs the catalog). Views select every
+-- source column (s.*), so Postgres refuses ALTER COLUMN ... TYPE and DROP COLUMN of any source
+-- column while they exist. Before an ALTER TABLE whose text names a source table (the command
+-- itself is not known yet at ddl_command_start), its views are dropped; after it, they are
+-- created again and the change is checked (_check_alteration), partitions are compared
+-- (sync_partitions) and renames recorded (check_sources). A view of the user's on top of an
+-- embedding view keeps it in place, and Postgres then decides as it would without the trigger.
+-- Whether this role may read the catalog: event triggers fire for every role's DDL (a worker's
+-- CREATE TEMPORARY TABLE too), and must never fail a command they have nothing to do with.
+CREATE OR REPLACE FUNCTION vectorizer._catalog_readable() RETURNS bool
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    IF NOT has_schema_privilege('vectorizer', 'USAGE') THEN
+        RETURN false;
+    END IF;
+    RETURN to_regclass('vectorizer.vectorizers') IS NOT NULL
+       AND has_table_privilege('vectorizer.vectorizers', 'SELECT');
+END
+$fn$;
+
+
+CREATE OR REPLACE FUNCTION vectorizer._on_ddl_start() RETURNS event_trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_query text := lower(coalesce(current_query(), ''));
+    v_rel regclass;
+BEGIN
+    IF NOT vectorizer._catalog_readable() THEN
+        RETURN;
+    END IF;
+    FOR v_rel IN SELECT DISTINCT to_regclass(format('%I.%I', source_schema, source_table))
+                   FROM vectorizer.vectorizers WHERE strpos(v_query, lower(source_table)) > 0 LOOP
+        CONTINUE WHEN v_rel IS NULL;
+        BEGIN
+            PERFORM vectorizer.drop_views(v_rel);
+        EXCEPTION WHEN dependent_objects_still_exist OR insufficient_privilege THEN
+            NULL;  -- the views stay; Postgres then says whether the ALTER can run beside them
+        END;
+    END LOOP;
+END
+$fn$;
+
+
+CREATE OR REPLACE FUNCTION vectorizer._on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v record;
+    v_altered oid[];
+    v_touched oid[];
+    v_dropped jsonb := coalesce(nullif(current_setting('vectorizer.dropped_views', true), ''), '{}')::jsonb;
+    v_rel regclass;
+BEGIN
+    v_altered := ARRAY(SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
+                        WHERE classid = 'pg_class'::regclass);
+    IF (cardinality(v_altered) = 0 AND TG_TAG <> 'DROP TABLE' AND v_dropped = '{}')
+            OR NOT vectorizer._catalog_readable() THEN
+        RETURN;  -- e.g. CREATE TEMPORARY TABLE IF NOT EXISTS of a table that exists
+    END IF;
+    IF TG_TAG = 'DROP TABLE' THEN
+        -- a dropped partition of a source: its rows left the table without a change event
+        IF EXISTS (SELECT 1 FROM vectorizer.vectorizers z, unnest(z.source_partitions) AS p(oid)
+                    WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = p.oid)) THEN
+            PERFORM vectorizer.sync_partitions();
+        END IF;
+        RETURN;
+    END IF;
+    -- the objects the command changed and the partitioned tables above them
+    v_touched := v_altered || ARRAY(SELECT a.relid FROM unnest(v_altered) AS o(oid)
+                                     CROSS JOIN LATERAL pg_partition_ancestors(o.oid) AS a);
+    FOR v IN SELECT id, to_regclass(format('%I.%I', source_schema, source_table)) AS rel
+               FROM vectorizer.vectorizers ORDER BY id LOOP
+        CONTINUE WHEN v.rel IS NULL OR NOT (v.rel = ANY (v_altered) OR v_dropped ? v.id::text);
+        IF v.rel = ANY (v_altered) AND TG_TAG = 'ALTER TABLE' THEN
+            PERFORM vectorizer._check_alteration(v.id);
+        END IF;
+        IF v_dropped ? v.id::text THEN
+            PERFORM vectorizer._rebuild_view(v.id);  -- dropped before the command: it must come back
+        ELSE
+            BEGIN
+                PERFORM vectorizer._rebuild_view(v.id);  -- e.g. ADD COLUMN: expose the new column
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'vectorizer: the view of vectorizer % stays as it was: %', v.id, SQLERRM;
+            END;
+        END IF;
+    END LOOP;
+    FOR v_rel IN SELECT DISTINCT s.rel
+                   FROM (SELECT to_regclass(format('%I.%I', source_schema, source_table)) AS rel
+                           FROM vectorizer.vectorizers) s
+                  WHERE s.rel = ANY (v_touched) LOOP
+        BEGIN
+            PERFORM vectorizer.sync_partitions(v_rel);
+            PERFORM vectorizer.check_sources();
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'vectorizer: checking % after % failed: %', v_rel, TG_TAG, SQLERRM;
+        END;
+    END LOOP;
+END
+$fn$;
+
+
+DO $fn$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        DROP EVENT TRIGGER IF EXISTS vectorizer_ddl_start;
+        DROP EVENT TRIGGER IF EXISTS vectorizer_ddl_end;
+        CREATE EVENT TRIGGER vectorizer_ddl_start ON ddl_command_start WHEN TAG IN ('ALTER TABLE')
+            EXECUTE FUNCTION vectorizer._on_ddl_start();
+        CREATE EVENT TRIGGER vectorizer_ddl_end ON ddl_command_end
+            WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'DROP TABLE')
+            EXECUTE FUNCTION vectorizer._on_ddl_end();
+    ELSIF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'vectorizer_ddl_end') THEN
+        RAISE NOTICE 'vectorizer: not a superuser, so no DDL event triggers: ALTER TABLE of a source'
+            ' needs vectorizer.drop_views/rebuild_views and partition changes vectorizer.sync_partitions'
+            ' (docs/operations.md, "Lifecycle events")';
+    END IF;
+END
+$fn$;
+
+
+-- Upgrade of a version-2 catalog: what each version reads and the partitions, as they are now
+-- (a rename from before the upgrade is found by name only); publications publish via the
+-- partition root, and a partitioned source whose publication did not is resynced, since its
+-- changes never reached the stores.
+DO $fn$
+DECLARE
+    p record;
+BEGIN
+    UPDATE vectorizer.config_versions cv
+       SET source_columns = vectorizer._config_columns(
+               to_regclass(format('%I.%I', v.source_schema, v.source_table)), cv.config)
+      FROM vectorizer.vectorizers v
+     WHERE cv.vectorizer_id = v.id AND cv.source_columns IS NULL
+       AND to_regclass(format('%I.%I', v.source_schema, v.source_table)) IS NOT NULL;
+    UPDATE vectorizer.vectorizers
+       SET source_partitions = vectorizer._leaf_partitions(to_regclass(format('%I.%I', source_schema, source_table)))
+     WHERE source_partitions IS NULL AND to_regclass(format('%I.%I', source_schema, source_table)) IS NOT NULL;
+    FOR p IN SELECT publication_name, to_regclass(format('%I.%I', source_schema, source_table)) AS rel
+               FROM vectorizer.vectorizers ORDER BY id LOOP
+        IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = p.publication_name AND NOT pubviaroot) THEN
+            EXECUTE format('ALTER PUBLICATION %I SET (publish_via_partition_root = true)', p.publication_name);
+            IF (SELECT relkind FROM pg_class WHERE oid = p.rel) = 'p' THEN
+                PERFORM vectorizer._request_resync(p.rel, 'its publication now publishes via the partition root');
+            END IF;
+        END IF;
+        PERFORM vectorizer._install_truncate_triggers(p.rel);
+    END LOOP;
 END
 $fn$;

@@ -269,12 +269,19 @@ def test_changes_arrive_in_commit_order_with_lsns(fresh_database_url: str, kafka
     assert ops['{"id":30}'] == ["insert"]
     assert ops['{"id":4}'] == ["insert"]
     assert len(by_key['{"id":5}'][0].value["row"]["content"]) == 3_000_000
-    truncates = by_key['{"__truncate__":true}']
+    # the snapshot closes with a truncate just below its read events (every snapshot is a
+    # full resync); the source's TRUNCATE comes later, above them
+    snapshot_lsn = by_key['{"id":1}'][0].value["lsn"]
+    closing = [e for e in by_key['{"__truncate__":true}'] if e.value["lsn"] < snapshot_lsn]
+    truncates = [e for e in by_key['{"__truncate__":true}'] if e.value["lsn"] > snapshot_lsn]
+    assert sorted(e.partition for e in closing) == [0, 1, 2]  # every partition
+    assert {e.value["lsn"] for e in closing} == {snapshot_lsn - 1}
     assert sorted(e.partition for e in truncates) == [0, 1, 2]  # every partition
 
-    for evs in by_key.values():
-        lsns = [e.value["lsn"] for e in evs if e.value]
-        assert lsns == sorted(lsns)
+    for evs in by_key.values():  # per key and partition (a truncate goes to every partition)
+        for part in {e.partition for e in evs}:
+            lsns = [e.value["lsn"] for e in evs if e.value and e.partition == part]
+            assert lsns == sorted(lsns)
     two = by_key['{"id":2}']
     assert two[0].value["row"] == {"id": 2, "title": "two", "content": big}
     assert two[1].value["row"] == {"id": 2, "title": "two!"}
@@ -417,7 +424,16 @@ def test_snapshots_under_concurrent_writers_and_second_table(
     # docs_b's stream events start after its snapshot point: every one is newer than the reads
     read_lsn = {e.value["lsn"] for e in events_b if e.value and e.value["op"] == "read"}
     assert len(read_lsn) == 1
-    assert all(e.value["lsn"] > min(read_lsn) for e in events_b if e.value and e.value["op"] != "read")
+    assert all(e.value["lsn"] > min(read_lsn) for e in events_b
+               if e.value and e.value["op"] not in ("read", "truncate"))
+    # ... and the snapshot's closing truncate lies just below them, on every partition
+    closing = [e for e in events_b if e.value and e.value["op"] == "truncate"]
+    assert sorted(e.partition for e in closing) == [0, 1, 2]
+    assert {e.value["lsn"] for e in closing} == {min(read_lsn) - 1}
+    # sent after the rows (no empty store while the reads arrive): last in its partition's reads
+    for trunc in closing:
+        assert all(e.offset < trunc.offset for e in events_b
+                   if e.partition == trunc.partition and e.value and e.value["op"] == "read")
 
     # dropping one of two vectorizers: its publication goes, the other table keeps streaming
     drop_vectorizer(url, "docs_b_embedding_store")

@@ -417,7 +417,7 @@ class Session:
     def _start(self, stream: ReplicationStream, pubs: frozenset[str]) -> None:
         self.encoder = ChangeEncoder({t.id: t.key_columns for t in self.tables.values()},
                                      describe=partial(describe_types, self.conn),
-                                     source_names=None)
+                                     source_names=partial(source_key_names, self.conn))
         stream.start()
         self.stream = stream
         self.stream_pubs = pubs

@@ -58,7 +58,10 @@ the rows no event touched since, the ones the source no longer has. What a user 
 rows deleted while nothing streamed stay searchable until the truncate is applied, then leave;
 nothing else disappears. One exception, harmless for the result: a worker far behind on some
 partitions may apply the truncate of one partition before the ``read`` events of another, so
-rows of the late partition leave and come back (embedded again) as their events arrive.
+rows of the late partition leave and come back (embedded again) as their events arrive; and
+the rows whose ``read`` event shares a worker batch with the truncate are embedded again (a
+worker applies its batch's truncate first; processors could spare them by exempting the keys
+the batch writes from the truncate).
 
 Harmless for a first snapshot: nothing in the stores is below ``T`` except events of an earlier
 incarnation in the same topic, which is exactly what must go. A resumed snapshot sends it once,

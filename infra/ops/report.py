@@ -1,10 +1,11 @@
 """What ``vectorizer status`` reports: the catalog's read model, the connector, the broker.
 
 The catalog, the stores and the slots are read by :func:`pgai_orm.catalog.report.read_report`.
-Added here: each table's phase from the connector's state (initial snapshot with progress, or
-streaming; :func:`connector.service.status`) and, when a broker is given, each consumer group's
-lag: the topic's high-water marks minus the group's committed offsets
-(:mod:`processors.offsets`, which needs no faust).
+Added here: each table's phase from the connector's state (initial snapshot or resync with
+progress, or streaming; :func:`connector.service.status`), each slot's state as the connector
+sees it (``missing``, ``lost``, ``recreated``, the resync in progress) and, when a broker is
+given, each consumer group's lag: the topic's high-water marks minus the group's committed
+offsets (:mod:`processors.offsets`, which needs no faust).
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def add_connector_progress(database_url: str, report: Report) -> None:
         slot.resync_rows_total = resync["rows_total"]
         for table in info["tables"]:
             source = f"{table['schema']}.{table['table']}"
-            if table["status"] == "streaming":
+            if slot.state in ("lost", "missing"):  # what it recorded no longer streams
+                phase = f"waiting for a resync (slot {slot.state})"
+            elif table["status"] == "streaming":
                 phase = "streaming"
             else:
                 total = table.get("snapshot_rows_total")

@@ -1097,8 +1097,16 @@ BEGIN
     -- the objects the command changed and the partitioned tables above them
     v_touched := v_altered || ARRAY(SELECT a.relid FROM unnest(v_altered) AS o(oid)
                                      CROSS JOIN LATERAL pg_partition_ancestors(o.oid) AS a);
-    FOR v IN SELECT id, to_regclass(format('%I.%I', source_schema, source_table)) AS rel
+    FOR v IN SELECT id, name, source_schema, source_table,
+                    to_regclass(format('%I.%I', source_schema, source_table)) AS rel
                FROM vectorizer.vectorizers ORDER BY id LOOP
+        IF v.rel IS NULL AND v_dropped ? v.id::text THEN
+            -- its view was dropped before the command and the source has no longer its name
+            RAISE EXCEPTION 'the source table %.% of vectorizer % cannot be renamed or moved to another schema',
+                v.source_schema, v.source_table, v.name
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'drop the vectorizer, rename the table, create the vectorizer again';
+        END IF;
         CONTINUE WHEN v.rel IS NULL OR NOT (v.rel = ANY (v_altered) OR v_dropped ? v.id::text);
         IF v.rel = ANY (v_altered) AND TG_TAG = 'ALTER TABLE' THEN
             PERFORM vectorizer._check_alteration(v.id);

@@ -123,16 +123,21 @@ def test_odd_text_types_and_a_renamed_column_flow_through(
         with_chunks = {r[0] for r in run_sql(url, sql.SQL("SELECT DISTINCT id FROM {}").format(store))}
         assert with_chunks == {3, 4, 5, 6, 7}  # NULL and empty text: no chunk, no error
 
-        # the template's column renamed while streaming: a format error for the row, recorded
+        # the template's column renamed while streaming: the workers follow it by attnum (the
+        # row's update is embedded), and one schema error names the rename and the fix
         run_sql(url, sql.SQL("ALTER TABLE {} RENAME COLUMN title TO headline").format(t))
         run_sql(url, sql.SQL("UPDATE {} SET content = 'Renamed column. ' || %s WHERE id = 4")
                 .format(t), (TEXT,))
         errors = polling.wait_for(lambda: run_sql(
             url, "SELECT pk, step, message FROM vectorizer.errors WHERE vectorizer_id = %s",
-            (vectorizer_id,)), "the format error of the renamed column", 60, 0.2)
-        assert [(pk, step) for pk, step, _ in errors] == [({"id": 4}, "format")]
-        assert "title" in errors[0][2]
-        # renamed back: a later good update embeds the row and clears its error
+            (vectorizer_id,)), "the schema error of the renamed column", 60, 0.2)
+        assert [(pk, step) for pk, step, _ in errors] == [(None, "schema")]
+        assert 'column "title"' in errors[0][2] and 'renamed to "headline"' in errors[0][2]
+        assert "template='$headline n=$n d=$d j=$j num=$num: $chunk'" in errors[0][2]
+        polling.wait_for(lambda: run_sql(url, sql.SQL("SELECT 1 FROM {} WHERE id = 4 AND chunk LIKE"
+                                                      " 'Renamed column. %%'").format(store)),
+                         "the update after the rename to be embedded", 60, 0.2)
+        # renamed back: the schema error goes, a later good update embeds the row
         run_sql(url, sql.SQL("ALTER TABLE {} RENAME COLUMN headline TO title").format(t))
         run_sql(url, sql.SQL("UPDATE {} SET title = 'fixed' WHERE id = 4").format(t))
         run_sql(url, insert, (8, "later good row", TEXT, 8, "2026-01-01", "{}", "1"))
@@ -217,7 +222,8 @@ def test_source_column_and_source_table_dropped_under_a_vectorizer(
         pipeline.wait_clean("the first rows of the table about to lose its column and itself")
         bystander.wait_clean("the first rows of the other table")
 
-        # without CASCADE, Postgres refuses and names the vectorizer's view
+        # without CASCADE, the DDL event trigger (Postgres itself, without the trigger) refuses
+        # and names the vectorizer (its view, which is named like it)
         view = f"{doomed}_embedding"
         with pytest.raises(psycopg.errors.DependentObjectsStillExist, match=view):
             run_sql(url, sql.SQL("ALTER TABLE {} DROP COLUMN content").format(d))
@@ -225,12 +231,17 @@ def test_source_column_and_source_table_dropped_under_a_vectorizer(
             run_sql(url, sql.SQL("DROP TABLE {}").format(d))
 
         # the chunked column dropped with CASCADE: the next change of a row is a load error
-        # (never mistaken for empty text); like every failed row, it serves no stale chunks
+        # (never mistaken for empty text); like every failed row, it serves no stale chunks.
+        # One schema error for the vectorizer says what happened.
         run_sql(url, sql.SQL("ALTER TABLE {} DROP COLUMN content CASCADE").format(d))
         run_sql(url, sql.SQL("UPDATE {} SET title = 'after the drop' WHERE id = 2").format(d))
-        found = polling.wait_for(lambda: errors(doomed_id), "the load error", 60, 0.2)
+        found = polling.wait_for(lambda: [e for e in errors(doomed_id) if e[1] == "load"],
+                                 "the load error", 60, 0.2)
         assert [(pk, step) for pk, step, _ in found] == [({"id": 2}, "load")]
         assert "content" in found[0][2]
+        schema = polling.wait_for(lambda: [e for e in errors(doomed_id) if e[1] == "schema"],
+                                  "the schema error", 60, 0.2)
+        assert len(schema) == 1 and 'column "content"' in schema[0][2] and "was dropped" in schema[0][2]
         store = sql.Identifier(*pipeline.store_table())
         assert run_sql(url, sql.SQL("SELECT DISTINCT id FROM {} ORDER BY 1").format(store)) == \
             [(1,), (3,)]

@@ -50,10 +50,12 @@ def connector_log(pipeline: Pipeline) -> str:
     return (pipeline.log_dir / "connector.log").read_text(errors="replace")
 
 
-def slot_status(pipeline: Pipeline) -> Any:
-    """The connector's slot as ``vectorizer status`` reports it."""
-    slots = {s.name: s for s in read_report(pipeline.url).slots}
-    return slots.get(slot_of(pipeline))
+def slot_status(pipeline: Pipeline) -> tuple[Any, str]:
+    """The connector's slot as ``vectorizer status`` reports it, and the vectorizer's phase."""
+    report = read_report(pipeline.url)
+    slots = {s.name: s for s in report.slots}
+    (vz,) = report.vectorizers
+    return slots.get(slot_of(pipeline)), vz.connector
 
 
 def cli_status(pipeline: Pipeline, *args: str) -> str:
@@ -177,8 +179,9 @@ def test_slot_dropped_while_running_or_while_stopped_resyncs_every_table(
         load.run(15)
         load.delete_some(5)
         pipeline.sql("SELECT pg_drop_replication_slot(%s)", (slot,))
-        missing = slot_status(pipeline)
+        missing, phase = slot_status(pipeline)
         assert missing is not None and missing.state == "missing", missing
+        assert phase.startswith("waiting for a resync (slot missing)"), phase
         assert "missing: the connector creates it again" in cli_status(pipeline)
         port = with_metrics(pipeline)
         pipeline.start_connector()
@@ -228,8 +231,9 @@ def test_invalidated_slot_is_dropped_recreated_and_resynced(
                                 (slot,))
             return bool(rows) and rows[0][0] == "lost"
         wait_for(invalidated, "the stopped connector's slot invalidated", timeout=60, interval=0.2)
-        lost = slot_status(pipeline)
+        lost, phase = slot_status(pipeline)
         assert lost is not None and lost.state == "lost" and lost.invalidation_reason == "wal_removed"
+        assert phase.startswith("waiting for a resync (slot lost)"), phase
         assert "lost (wal_removed): the connector drops it" in cli_status(pipeline)
         # the new slot must not run into the tiny budget while the test writes on
         run_sql(restartable_postgres.url, "ALTER SYSTEM RESET max_slot_wal_keep_size")

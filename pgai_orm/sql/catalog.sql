@@ -174,13 +174,19 @@ LANGUAGE sql STABLE AS $fn$
 $fn$;
 
 
--- The leaf partitions of a partitioned source, by OID; NULL for a plain table.
+-- The leaf partitions of a partitioned source, by OID; NULL for a plain table. Read from
+-- pg_inherits, which takes no lock: pg_partition_tree locks every partition, and the worker
+-- supervisor (check_sources) would then wait for (and deadlock with) a DETACH in progress.
 CREATE OR REPLACE FUNCTION vectorizer._leaf_partitions(p_rel regclass) RETURNS oid[]
 LANGUAGE sql STABLE AS $fn$
+    WITH RECURSIVE tree (relid) AS (
+        SELECT inhrelid FROM pg_inherits WHERE inhparent = p_rel
+        UNION
+        SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid)
     SELECT CASE WHEN (SELECT relkind FROM pg_class WHERE oid = p_rel) = 'p' THEN
-               coalesce((SELECT array_agg(t.relid::oid ORDER BY t.relid::oid)
-                           FROM pg_partition_tree(p_rel) AS t
-                          WHERE t.isleaf AND t.relid <> p_rel), '{}')
+               coalesce((SELECT array_agg(t.relid ORDER BY t.relid)
+                           FROM tree t JOIN pg_class c ON c.oid = t.relid
+                          WHERE c.relkind <> 'p'), '{}')
            END
 $fn$;
 
@@ -780,7 +786,11 @@ DECLARE
     v_fix text;
     v_class text;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('vectorizer.errors:schema'));
+    -- one checker at a time; a busy lock means another is checking (or a DDL transaction that
+    -- checked holds it until it commits): the next poll checks again, nobody waits
+    IF NOT pg_try_advisory_xact_lock(hashtext('vectorizer.errors:schema')) THEN
+        RETURN;
+    END IF;
     FOR r IN SELECT v.id, v.name, v.source_schema, v.source_table, v.source_partitions, cv.version,
                     cv.config, cv.source_columns
                FROM vectorizer.vectorizers v JOIN vectorizer.config_versions cv ON cv.vectorizer_id = v.id
@@ -1127,9 +1137,13 @@ BEGIN
                   WHERE s.rel = ANY (v_touched) LOOP
         BEGIN
             PERFORM vectorizer.sync_partitions(v_rel);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'vectorizer: comparing the partitions of % after % failed: %', v_rel, TG_TAG, SQLERRM;
+        END;
+        BEGIN
             PERFORM vectorizer.check_sources();
         EXCEPTION WHEN OTHERS THEN
-            RAISE WARNING 'vectorizer: checking % after % failed: %', v_rel, TG_TAG, SQLERRM;
+            RAISE WARNING 'vectorizer: checking the columns of % after % failed: %', v_rel, TG_TAG, SQLERRM;
         END;
     END LOOP;
 END

@@ -6,7 +6,7 @@ Each round injects, at seeded random points of a burst of inserts/updates/delete
 table with its connector and worker running as processes:
 
 * the replication slot dropped while the connector is stopped, and while it was killed;
-* a column added, and a column the vectorizer does not read dropped;
+* a column added, a column the vectorizer does not read dropped, and one's type changed;
 * the vectorizer dropped and created again (two migrations, with deletes in between), and both
   operations in one transaction;
 
@@ -96,6 +96,10 @@ def events(pipeline: Pipeline, load: Load, round_: int) -> list[tuple[str, Calla
     def drop_unread_column() -> None:
         pipeline.sql(sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(table, column))
 
+    def type_change_of_unread_column() -> None:
+        kind = "bigint" if round_ % 2 == 0 else "int"
+        pipeline.sql(sql.SQL("ALTER TABLE {} ALTER COLUMN views TYPE " + kind).format(table))
+
     def recreated_in_two_migrations() -> None:
         recreate_vectorizer(pipeline, between=lambda: load.delete_some(3))
 
@@ -107,6 +111,7 @@ def events(pipeline: Pipeline, load: Load, round_: int) -> list[tuple[str, Calla
             ("slot dropped, connector killed", slot_dropped_after_kill),
             ("column added", add_column),
             ("unread column dropped", drop_unread_column),
+            ("type of an unread column changed", type_change_of_unread_column),
             ("vectorizer re-created (two migrations)", recreated_in_two_migrations),
             ("vectorizer re-created (one transaction)", recreated_in_one_transaction)]
 

@@ -206,7 +206,7 @@ class ConfigBase:
     implementation: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
             check = f.metadata.get("check")
             if check is None:
                 continue
@@ -229,11 +229,11 @@ class ConfigBase:
 
     def _default_for(self, field_name: str) -> Any:
         """What ``repr`` may leave out; subclasses that resolve a default at runtime override."""
-        f = self.__dataclass_fields__[field_name]  # type: ignore[attr-defined]
+        f = self.__dataclass_fields__[field_name]  # type: ignore[attr-defined]  # as above
         return f.default
 
     def _field_values(self) -> Iterable[tuple[str, Any]]:
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
             yield f.name, getattr(self, f.name)
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,7 +257,7 @@ class ConfigBase:
                 raise ConfigurationError(
                     f"{cls.__name__}.implementation: expected {cls.implementation!r}, "
                     f"got {found!r}")
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # as above
         for key in kwargs:
             if key not in known:
                 raise ConfigurationError(f"{cls.__name__}.{key}: unknown key")

@@ -61,7 +61,7 @@ def create_embedder(
     naming the environment variable.
     """
     implementation = getattr(config, "implementation", None)
-    module_name = _MODULES.get(implementation)  # type: ignore[arg-type]
+    module_name = _MODULES.get(implementation)  # type: ignore[arg-type]  # None finds nothing: the error below
     if module_name is None:
         raise PermanentEmbeddingError(
             f"implementation: unknown embedding implementation {implementation!r}"

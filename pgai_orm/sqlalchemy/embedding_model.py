@@ -174,5 +174,5 @@ def build_embedding_class(binding: VectorizerBinding, owner_mapper: Mapper[Any])
     if base is not None:
         return type(binding.class_name, (EmbeddingModel, base), namespace)
     plain = type(binding.class_name, (EmbeddingModel,), namespace)
-    plain.__init__ = owner_mapper.registry.constructor  # type: ignore[misc]
+    plain.__init__ = owner_mapper.registry.constructor  # type: ignore[misc]  # the declarative constructor, as mapped classes get it
     return owner_mapper.registry.mapped(plain)

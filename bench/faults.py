@@ -22,23 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infra.broker import TansuBroker
-from infra.faults import Load, inject, make_pipeline
+from infra.faults import LOAD_CONFIG, Load, inject, make_pipeline
 from infra.pgadmin import create_database
 from infra.postgres import EmbeddedPostgres
-from pgai_orm.configuration import (
-    ChunkingRecursiveCharacterTextSplitterConfig,
-    EmbeddingLocalConfig,
-    FormattingPythonTemplateConfig,
-    VectorizerConfig,
-)
-
-#: the offline model, chunks of about two sentences: several chunks per row of the load
-CONFIG = VectorizerConfig(
-    embedding=EmbeddingLocalConfig(model="wordllama", dimensions=64),
-    chunking=ChunkingRecursiveCharacterTextSplitterConfig(
-        chunk_column="content", chunk_size=120, chunk_overlap=20, separators=[". ", " "]),
-    formatting=FormattingPythonTemplateConfig(template="$title - $chunk"),
-).to_dict()
 
 
 def main() -> int:
@@ -58,7 +44,7 @@ def main() -> int:
     pipeline = None
     try:
         url = create_database(postgres.url, "faults")
-        pipeline = make_pipeline(url, broker.bootstrap_servers, root, CONFIG)
+        pipeline = make_pipeline(url, broker.bootstrap_servers, root, LOAD_CONFIG)
         load = Load(pipeline, random.Random(args.seed))
         load.run(args.writes)
         pipeline.start()

@@ -35,24 +35,11 @@ from psycopg import sql
 
 from bench.common import print_table, write_json
 from infra.broker import TansuBroker
-from infra.faults import Load, Pipeline, inject, make_pipeline, recreate_vectorizer
+from infra.faults import LOAD_CONFIG, Load, Pipeline, inject, make_pipeline, recreate_vectorizer
 from infra.pgadmin import create_database
 from infra.postgres import EmbeddedPostgres
-from pgai_orm.configuration import (
-    ChunkingRecursiveCharacterTextSplitterConfig,
-    EmbeddingLocalConfig,
-    FormattingPythonTemplateConfig,
-    VectorizerConfig,
-)
 from pgai_orm.names import default_slot_name
 from pgai_orm.runtime.waiting import wait_until
-
-CONFIG = VectorizerConfig(
-    embedding=EmbeddingLocalConfig(model="wordllama", dimensions=64),
-    chunking=ChunkingRecursiveCharacterTextSplitterConfig(
-        chunk_column="content", chunk_size=120, chunk_overlap=20, separators=[". ", " "]),
-    formatting=FormattingPythonTemplateConfig(template="$title - $chunk"),
-).to_dict()
 
 
 def drop_slot(pipeline: Pipeline) -> None:
@@ -118,7 +105,7 @@ def events(pipeline: Pipeline, load: Load, round_: int) -> list[tuple[str, Calla
 
 def run(url: str, servers: str, root: Path, rounds: int, seed: int, writes: int,
         with_events: bool) -> dict[str, Any]:
-    pipeline = make_pipeline(url, servers, root, CONFIG)
+    pipeline = make_pipeline(url, servers, root, LOAD_CONFIG)
     load = Load(pipeline, random.Random(seed))
     injected: list[str] = []
     totals = {"rows checked": 0, "lost": 0, "duplicated": 0, "stale": 0}

@@ -33,7 +33,12 @@ from sqlalchemy import create_engine
 
 from infra.urls import sqlalchemy_url
 from pgai_orm.alembic import register_operations
-from pgai_orm.configuration import VectorizerConfig
+from pgai_orm.configuration import (
+    ChunkingRecursiveCharacterTextSplitterConfig,
+    EmbeddingLocalConfig,
+    FormattingPythonTemplateConfig,
+    VectorizerConfig,
+)
 from pgai_orm.runtime.processes import stop_process
 from pgai_orm.runtime.waiting import wait_until
 from processors.chunking import chunker_for
@@ -53,6 +58,15 @@ WORDS = ("alpha", "beta", "gamma", "delta", "replication", "kafka", "vector", "c
 #: How long a stopped service may take to finish its batch before it gets SIGKILL.
 STOP_TIMEOUT_S = 40.0
 
+
+#: The benchmarks' vectorizer for :class:`Load`: the offline model at 64 dimensions, chunks of
+#: about two sentences (several per row), a template that reads ``title``.
+LOAD_CONFIG = VectorizerConfig(
+    embedding=EmbeddingLocalConfig(model="wordllama", dimensions=64),
+    chunking=ChunkingRecursiveCharacterTextSplitterConfig(
+        chunk_column="content", chunk_size=120, chunk_overlap=20, separators=(". ", " ")),
+    formatting=FormattingPythonTemplateConfig(template="$title - $chunk"),
+).to_dict()
 
 def run_sql(url: str, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
     """Run one statement in its own autocommit connection; its rows, or [] when it has none."""

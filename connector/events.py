@@ -130,17 +130,19 @@ class ChangeEncoder:
     ``key_columns`` maps a table to its primary-key column names (from the catalog); tables not
     in it fall back to pgoutput's key flags. ``describe`` is
     :func:`connector.values.describe_types` on a connection to the database: without it, keys
-    of non-builtin types are their text. Not shared between streams (relation ids and
+    of non-builtin types are their text. ``source`` is the catalog instance id of the database
+    (``pgai_orm.catalog.vectorizers.instance_id``), written into every event. Not shared between streams (relation ids and
     user-type OIDs are learned per stream).
     """
 
     def __init__(self, key_columns: dict[TableId, Sequence[str]] | None = None,
                  describe: Callable[[list[int]], Mapping[int, TypeInfo]] | None = None,
-                 source_names: SourceNames | None = None) -> None:
+                 source_names: SourceNames | None = None, source: str | None = None) -> None:
         self.renderer = ValueRenderer()
         self.key_columns: dict[TableId, Sequence[str]] = dict(key_columns or {})
         self._describe = describe
         self._source_names = source_names
+        self.source = source  # the catalog instance id, written into every event
         self._relations: dict[int, _Rel] = {}
 
     def relation(self, msg: Relation) -> None:
@@ -225,7 +227,8 @@ class ChangeEncoder:
         row, unchanged = _split_toast(row)
         schema, table = rel.table
         return [Record(canonical_key(key),
-                       encode_row_change("insert", lsn, txn, schema, table, key, row, unchanged))]
+                       encode_row_change("insert", lsn, txn, schema, table, key, row, unchanged,
+                                         self.source))]
 
     def update(self, msg: Update, lsn: int, txn: Transaction) -> list[Record]:
         rel = self._relations[msg.relation_id]
@@ -239,13 +242,15 @@ class ChangeEncoder:
             old = canonical_key(old_key)
             if old != key_bytes:  # equal by value means equal bytes: compare those
                 return [
-                    Record(old, encode_row_change("delete", lsn, txn, schema, table, old_key, None)),
+                    Record(old, encode_row_change("delete", lsn, txn, schema, table, old_key, None,
+                                                  source=self.source)),
                     Record(old, None),
-                    Record(key_bytes,
-                           encode_row_change("insert", lsn, txn, schema, table, key, row, unchanged)),
+                    Record(key_bytes, encode_row_change("insert", lsn, txn, schema, table, key, row,
+                                                        unchanged, self.source)),
                 ]
         return [Record(key_bytes,
-                       encode_row_change("update", lsn, txn, schema, table, key, row, unchanged))]
+                       encode_row_change("update", lsn, txn, schema, table, key, row, unchanged,
+                                         self.source))]
 
     def delete(self, msg: Delete, lsn: int, txn: Transaction) -> list[Record]:
         rel = self._relations[msg.relation_id]
@@ -253,7 +258,8 @@ class ChangeEncoder:
         key_bytes = canonical_key(key)
         schema, table = rel.table
         return [
-            Record(key_bytes, encode_row_change("delete", lsn, txn, schema, table, key, None)),
+            Record(key_bytes, encode_row_change("delete", lsn, txn, schema, table, key, None,
+                                                source=self.source)),
             Record(key_bytes, None),
         ]
 
@@ -264,5 +270,5 @@ class ChangeEncoder:
         for relation_id in msg.relation_ids:
             rel = self._relations.get(relation_id)
             if rel is not None:
-                out.append((rel.table, Truncate(lsn, txn, *rel.table)))
+                out.append((rel.table, Truncate(lsn, txn, *rel.table, self.source)))
         return out

@@ -75,7 +75,7 @@ from connector.state import StateStore, TableState
 from connector.topics import TopicAdmin
 from connector.values import describe_types
 from pgai_orm.catalog import catalog_exists, ensure_catalog, load_vectorizers
-from pgai_orm.catalog.vectorizers import source_key_names
+from pgai_orm.catalog.vectorizers import instance_id, source_key_names
 from pgai_orm.errors import InvariantError, VectorizerError
 from pgai_orm.events import Transaction
 from pgai_orm.names import snapshot_slot_name
@@ -137,6 +137,7 @@ class Session:
         self.slot = Slot(self.conn, slot)
         self.state = StateStore(self.conn, slot)
         self._catalog_ready = False
+        self.source: str | None = None  # the catalog instance id, in every event (read once)
         try:
             self.admin = TopicAdmin(settings.bootstrap_servers, partitions=settings.partitions,
                                     replication_factor=settings.replication_factor)
@@ -205,6 +206,7 @@ class Session:
         """The state tables are part of the catalog install: make sure it is current (once)."""
         if not self._catalog_ready:
             ensure_catalog(self.conn)
+            self.source = instance_id(self.conn)
             self._catalog_ready = True
 
     def reconcile(self) -> None:
@@ -317,7 +319,7 @@ class Session:
         self.publisher.forget_topics()
         self.runner = SnapshotRunner(exported.conn, jobs, self.publisher, self.s.database_url,
                                      self.slot.name, chunk_rows=self.s.snapshot_chunk_rows,
-                                     on_progress=progress)
+                                     on_progress=progress, source=self.source)
         self.runner.start()
 
     def stop_snapshot(self) -> None:
@@ -417,7 +419,8 @@ class Session:
     def _start(self, stream: ReplicationStream, pubs: frozenset[str]) -> None:
         self.encoder = ChangeEncoder({t.id: t.key_columns for t in self.tables.values()},
                                      describe=partial(describe_types, self.conn),
-                                     source_names=partial(source_key_names, self.conn))
+                                     source_names=partial(source_key_names, self.conn),
+                                     source=self.source)
         stream.start()
         self.stream = stream
         self.stream_pubs = pubs

@@ -265,6 +265,7 @@ class SnapshotRunner(threading.Thread):
         *,
         chunk_rows: int = 5000,
         on_progress: Callable[[SnapshotJob, int], None] | None = None,
+        source: str | None = None,
     ) -> None:
         super().__init__(name="snapshot", daemon=True)
         self.conn = conn
@@ -274,6 +275,7 @@ class SnapshotRunner(threading.Thread):
         self.slot_name = slot_name
         self.chunk_rows = chunk_rows
         self.on_progress = on_progress
+        self.source = source  # the catalog instance id, written into every event
         self.error: BaseException | None = None
         self._halt = threading.Event()
 
@@ -312,7 +314,7 @@ class SnapshotRunner(threading.Thread):
     def _send_truncate(self, job: SnapshotJob, lsn: int) -> None:
         """Processors remove every row applied below ``lsn`` (the first attempt's ``read_lsn - 1``);
         the snapshot's ``read`` events and later streamed changes are above it."""
-        truncate = Truncate(lsn, Transaction(job.commit_lsn), job.schema, job.table)
+        truncate = Truncate(lsn, Transaction(job.commit_lsn), job.schema, job.table, self.source)
         group = AckGroup()
         self.publisher.send_truncate(job.topic, truncate, group)
         self.publisher.wait(group)
@@ -324,6 +326,7 @@ class SnapshotRunner(threading.Thread):
         if job.rows_total is None:
             job.rows_total = reader.estimate_rows()
         txn = Transaction(job.commit_lsn)  # a read event has no commit time or xid
+        source = self.source
         logger.info(
             "snapshot of %s.%s (%s) at %s (read lsn %s) starts after %r",
             job.schema, job.table, job.reason, format_lsn(job.commit_lsn), format_lsn(job.read_lsn),
@@ -337,7 +340,8 @@ class SnapshotRunner(threading.Thread):
                 return
             group = AckGroup()
             for key, row, _texts in chunk:
-                value = encode_row_change("read", job.read_lsn, txn, job.schema, job.table, key, row)
+                value = encode_row_change("read", job.read_lsn, txn, job.schema, job.table, key, row,
+                                          source=source)
                 self.publisher.send_grouped(job.topic, canonical_key(key), value, group)
             self.publisher.drain()
             if in_flight is not None:

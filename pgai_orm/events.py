@@ -8,10 +8,14 @@ on the topics"); this module is its only implementation.
   compact form). The snapshot and the stream render values the same way, so a row's key bytes
   are identical on both paths and Kafka's partitioner sends both to one partition.
 * **Value**: a JSON object ``{"op", "lsn", "commit_lsn", "commit_time", "xid", "schema",
-  "table", "key", "row", "unchanged_toast"}``; ``op`` is ``insert``, ``update``, ``delete``,
-  ``read`` (snapshot) or ``truncate``. A delete is followed by a tombstone (same key, null
+  "table", "key", "row", "unchanged_toast", "source"}``; ``op`` is ``insert``, ``update``,
+  ``delete``, ``read`` (snapshot) or ``truncate``. A delete is followed by a tombstone (same key, null
   value). ``unchanged_toast`` lists columns that did not change and were not sent; they are
-  absent from ``row``.
+  absent from ``row``. ``source`` is the catalog instance id (``vectorizer.instance.id``) of the
+  database that wrote the event: one random id per database incarnation, so a worker drops
+  events of an earlier incarnation of its database (dropped and re-created under the same name)
+  or of another server writing to the same topic. Missing or null in events written before it
+  existed (decoded as ``None``, accepted by every worker).
 * **Truncate fan-out**: a truncate has the key :data:`TRUNCATE_KEY` and goes to *every*
   partition of the topic (:meth:`Truncate.records`), so each worker that owns a partition
   applies it in order with the changes of its own keys.
@@ -80,7 +84,7 @@ NO_TRANSACTION = Transaction()
 
 def encode_row_change(op: str, lsn: int, txn: Transaction, schema: str, table: str,
                       key: Mapping[str, Any] | None, row: Mapping[str, Any] | None,
-                      unchanged_toast: Iterable[str] = ()) -> bytes:
+                      unchanged_toast: Iterable[str] = (), source: str | None = None) -> bytes:
     """The value bytes of one event. The connector's hot path calls this directly (no event
     object per change); :meth:`RowChange.encode` and :meth:`Truncate.encode` call it too."""
     return _dumps({
@@ -94,6 +98,7 @@ def encode_row_change(op: str, lsn: int, txn: Transaction, schema: str, table: s
         "key": key,
         "row": row,
         "unchanged_toast": unchanged_toast if type(unchanged_toast) is list else list(unchanged_toast),
+        "source": source,
     })
 
 
@@ -116,14 +121,17 @@ class RowChange:
     txn: Transaction = field(default=NO_TRANSACTION, compare=False)
     schema: str | None = field(default=None, compare=False)
     table: str | None = field(default=None, compare=False)
+    #: the catalog instance id of the database that wrote the event (None: written before it existed)
+    source: str | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, op: RowOp, lsn: int, key: dict[str, Any], row: dict[str, Any] | None, *,
            unchanged_toast: Iterable[str] = (), txn: Transaction = NO_TRANSACTION,
-           schema: str | None = None, table: str | None = None) -> RowChange:
+           schema: str | None = None, table: str | None = None,
+           source: str | None = None) -> RowChange:
         """A change with its ``key_json`` computed from ``key``."""
         return cls(op, lsn, key, canonical_key(key).decode(), None if op == "delete" else row,
-                   frozenset(unchanged_toast), txn, schema, table)
+                   frozenset(unchanged_toast), txn, schema, table, source)
 
     @property
     def is_delete(self) -> bool:
@@ -133,7 +141,7 @@ class RowChange:
         """``(key, value)`` of the Kafka record (a delete's tombstone is a separate record)."""
         value = encode_row_change(self.op, self.lsn, self.txn, self.schema or "",
                                   self.table or "", self.key, self.row,
-                                  sorted(self.unchanged_toast))
+                                  sorted(self.unchanged_toast), self.source)
         return self.key_json.encode(), value
 
 
@@ -145,11 +153,12 @@ class Truncate:
     txn: Transaction = field(default=NO_TRANSACTION, compare=False)
     schema: str | None = field(default=None, compare=False)
     table: str | None = field(default=None, compare=False)
+    source: str | None = field(default=None, compare=False)
 
     def encode(self) -> tuple[bytes, bytes]:
         """``(key, value)`` of the record every partition gets."""
         value = encode_row_change("truncate", self.lsn, self.txn, self.schema or "",
-                                  self.table or "", None, None)
+                                  self.table or "", None, None, source=self.source)
         return TRUNCATE_KEY, value
 
     def records(self, partitions: Iterable[int]) -> list[tuple[int, bytes, bytes]]:
@@ -185,8 +194,11 @@ def decode_event(value: bytes | None) -> Event | None:
     txn = Transaction(_optional_int(data, "commit_lsn"), data.get("commit_time"),
                       _optional_int(data, "xid"))
     schema, table = data.get("schema"), data.get("table")
+    source = data.get("source")
+    if source is not None and not isinstance(source, str):
+        raise EventFormatError(f"event source must be a string or null, got {source!r}")
     if op == "truncate":
-        return Truncate(lsn, txn, schema, table)
+        return Truncate(lsn, txn, schema, table, source)
     if op not in _ROW_OPS:
         raise EventFormatError(f"unknown event op {op!r}")
     key = data.get("key")
@@ -198,4 +210,4 @@ def decode_event(value: bytes | None) -> Event | None:
     elif not isinstance(row, dict):
         raise EventFormatError(f"{op} event without a row")
     return RowChange(op, lsn, key, canonical_key(key).decode(), row,
-                     frozenset(data.get("unchanged_toast") or ()), txn, schema, table)
+                     frozenset(data.get("unchanged_toast") or ()), txn, schema, table, source)

@@ -71,6 +71,10 @@ MAX_BATCH_FAILURES = 3
 EXIT_BATCH_FAILED = 70
 
 
+#: after the first, every this many events of another catalog instance log a warning again
+FOREIGN_WARN_EVERY = 1000
+
+
 class BatchFailedError(VectorizerError):
     """A batch step failed :data:`MAX_BATCH_FAILURES` times with an unexpected error."""
 
@@ -134,6 +138,11 @@ class VersionRunner:
         self._conn: AsyncConnection[Any] | None = None
         self._read_conn: AsyncConnection[Any] | None = None
         self._settled = False
+        #: the catalog instance id of this runner's database (loaded with the first batch);
+        #: events whose ``source`` differs come from another incarnation or server
+        self.instance: str | None = None
+        self._instance_loaded = False
+        self.foreign_events = 0
         self.errors = ErrorSink(spec.vectorizer_id, spec.version, self._publish if dlq else None)
         options: dict[str, Any] = {}
         if settings.embedding_concurrency is not None:
@@ -244,16 +253,55 @@ class VersionRunner:
         self.metrics.errors(["store"])
         self.metrics.events_consumed.inc(1)
 
+    async def _load_instance(self, conn: AsyncConnection[Any]) -> None:
+        """Read the catalog instance id of the database (None on a catalog without one)."""
+        cur = await conn.execute("SELECT to_regclass('vectorizer.instance') IS NOT NULL")
+        row = await cur.fetchone()
+        if row and row[0]:
+            cur = await conn.execute("SELECT id::text FROM vectorizer.instance")
+            row = await cur.fetchone()
+            self.instance = None if row is None else str(row[0])
+        self._instance_loaded = True
+
+    def _foreign(self, event: Event) -> None:
+        """Count an event of another catalog instance, warning the first time and every 1000th."""
+        self.foreign_events += 1
+        self.metrics.events_skipped_foreign.inc()
+        if self.foreign_events % FOREIGN_WARN_EVERY == 1:
+            logger.warning(
+                "%s: skipping events of topic %s written by catalog instance %s, not by this"
+                " database's (%s; %d such events so far): events of an earlier incarnation of this"
+                " database (it was dropped and re-created), or of another Postgres server writing"
+                " to the same topic: give each server its own --topic-prefix",
+                self.spec.group_id, self.topic, event.source, self.instance, self.foreign_events)
+
     async def prepare_batch(self, values: list[bytes | None], keys: list[bytes | None]) -> PreparedBatch:
-        """Parse, plan and embed a batch on the read connection (may overlap a commit)."""
+        """Parse, plan and embed a batch on the read connection (may overlap a commit).
+
+        Events of another catalog instance (``source`` set and not this database's) are dropped
+        before planning: acked with the batch, never applied, not recorded as errors."""
+        if not self._instance_loaded:
+            await self._retrying("prepare", self._read_connection, self._close_read,
+                                 self._load_instance)
+        instance = self.instance
         events: list[Event | None] = []
         bad: list[RowError] = []
+        foreign = 0
         for key, value in zip(keys, values, strict=True):
             try:
-                events.append(decode_event(value))
+                event = decode_event(value)
             except EventFormatError as exc:
                 logger.error("skipping a malformed event: %s", exc)
                 bad.append(RowError((key or b"null").decode("utf-8", "replace"), 0, "load", str(exc)))
+                continue
+            if (event is not None and instance is not None and event.source is not None
+                    and event.source != instance):
+                self._foreign(event)
+                foreign += 1
+                continue
+            events.append(event)
+        if foreign:
+            self.metrics.events_consumed.inc(foreign)
         if bad:
             await self.errors.publish(bad)
         prepared = await self._retrying("prepare", self._read_connection, self._close_read,

@@ -62,6 +62,10 @@ class WorkerMetrics:
         self.events_skipped = counter(
             "events_skipped", "Row changes skipped: at or below the row's applied LSN (redelivered"
             " or stale) or below a truncate")
+        self.events_skipped_foreign = counter(
+            "events_skipped_foreign", "Events skipped because another catalog instance wrote them:"
+            " an earlier incarnation of the database (dropped and re-created) or another Postgres"
+            " server writing to the same topic")
         self.rows_applied = counter(
             "rows_applied", "Source rows written to the store (upserts and deletes)")
         self.chunks_embedded = counter("chunks_embedded", "Chunks sent to the embedding model")

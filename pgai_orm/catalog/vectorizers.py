@@ -13,6 +13,7 @@ __all__ = [
     "PrimaryKeyColumn",
     "VectorizerRecord",
     "catalog_exists",
+    "instance_id",
     "load_vectorizers",
     "source_key_names",
 ]
@@ -74,6 +75,16 @@ def catalog_exists(conn: Any) -> bool:
     """Whether the catalog is installed in the database of ``conn`` (a psycopg connection)."""
     row = conn.execute("SELECT to_regclass('vectorizer.vectorizers') IS NOT NULL").fetchone()
     return bool(row and row[0])
+
+
+def instance_id(conn: Any) -> str | None:
+    """The catalog instance id of the database of ``conn`` (``vectorizer.instance``: one random
+    id per database incarnation), as text; None when the table is missing."""
+    row = conn.execute("SELECT to_regclass('vectorizer.instance') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return None
+    row = conn.execute("SELECT id::text FROM vectorizer.instance").fetchone()
+    return None if row is None else str(row[0])
 
 
 def load_vectorizers(conn: Any) -> list[VectorizerRecord]:

@@ -117,6 +117,17 @@ ALTER TABLE vectorizer.connector_state
 ALTER TABLE vectorizer.config_versions ADD COLUMN IF NOT EXISTS source_columns jsonb;
 ALTER TABLE vectorizer.vectorizers ADD COLUMN IF NOT EXISTS source_partitions oid[];
 
+-- The identity of this catalog: one random id per catalog, i.e. per database incarnation (a
+-- database dropped and re-created under the same name, or one of another server, gets another).
+-- The connector writes it into every event ("source", pgai_orm/events.py) and a worker drops
+-- events whose source is not its database's: the topic may still hold an earlier incarnation's.
+CREATE TABLE IF NOT EXISTS vectorizer.instance (
+    singleton  bool PRIMARY KEY DEFAULT true CHECK (singleton),
+    id         uuid NOT NULL DEFAULT gen_random_uuid(),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO vectorizer.instance DEFAULT VALUES ON CONFLICT DO NOTHING;
+
 -- Which catalog versions were installed (pgai_orm/catalog/schema.py: CATALOG_VERSION).
 CREATE TABLE IF NOT EXISTS vectorizer.catalog_version (
     version      int PRIMARY KEY,

@@ -90,7 +90,7 @@ def test_connector_and_worker_run_with_least_privileges(
         f"GRANT CONNECT ON DATABASE {database} TO {conn_role}",
         f"GRANT USAGE ON SCHEMA vectorizer TO {conn_role}",
         f"GRANT SELECT ON vectorizer.vectorizers, vectorizer.config_versions,"
-        f" vectorizer.catalog_version TO {conn_role}",
+        f" vectorizer.catalog_version, vectorizer.instance TO {conn_role}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON vectorizer.connector_state,"
         f" vectorizer.connector_tables TO {conn_role}",
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), sql.Identifier(conn_role)),
@@ -99,7 +99,7 @@ def test_connector_and_worker_run_with_least_privileges(
         f"CREATE ROLE {worker_role} LOGIN PASSWORD 'secret'",
         f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {worker_role}",
         f"GRANT USAGE ON SCHEMA vectorizer TO {worker_role}",
-        f"GRANT SELECT ON vectorizer.catalog_version TO {worker_role}",
+        f"GRANT SELECT ON vectorizer.catalog_version, vectorizer.instance TO {worker_role}",
         # row locks (FOR KEY SHARE of the vectorizer) need UPDATE on one column besides SELECT
         f"GRANT SELECT, UPDATE (updated_at) ON vectorizer.vectorizers TO {worker_role}",
         f"GRANT SELECT, UPDATE ON vectorizer.config_versions TO {worker_role}",

@@ -23,15 +23,17 @@ def _txn(lsn: int, xid: int) -> Transaction:
 
 def row_change(op: RowOp, lsn: int, key: Mapping[str, Any], row: Mapping[str, Any] | None = None,
                *, unchanged_toast: Iterable[str] = (), schema: str = "public",
-               table: str = "blog_posts", xid: int = 1) -> tuple[bytes, bytes]:
-    """``(key, value)`` of one ``insert``/``update``/``read``/``delete`` at ``lsn``.
+               table: str = "blog_posts", xid: int = 1,
+               source: str | None = None) -> tuple[bytes, bytes]:
+    """``(key, value)`` of one ``insert``/``update``/``read``/``delete`` at ``lsn``; ``source``
+    is the catalog instance id of the writing database (None: an event from before it).
 
     ``row`` is what the connector would send: without the ``unchanged_toast`` columns, and
     ignored for a delete.
     """
     change = RowChange.of(op, lsn, dict(key), None if row is None else dict(row),
                           unchanged_toast=unchanged_toast, txn=_txn(lsn, xid), schema=schema,
-                          table=table)
+                          table=table, source=source)
     return change.encode()
 
 
@@ -41,12 +43,13 @@ def tombstone(key: Mapping[str, Any]) -> tuple[bytes, None]:
 
 
 def truncate(lsn: int, *, schema: str = "public", table: str = "blog_posts",
-             xid: int = 1) -> tuple[bytes, bytes]:
+             xid: int = 1, source: str | None = None) -> tuple[bytes, bytes]:
     """``(key, value)`` of a ``TRUNCATE`` at ``lsn`` (each partition gets this record)."""
-    return Truncate(lsn, _txn(lsn, xid), schema, table).encode()
+    return Truncate(lsn, _txn(lsn, xid), schema, table, source).encode()
 
 
 def truncate_records(lsn: int, partitions: Iterable[int], *, schema: str = "public",
-                     table: str = "blog_posts", xid: int = 1) -> list[tuple[int, bytes, bytes]]:
+                     table: str = "blog_posts", xid: int = 1,
+                     source: str | None = None) -> list[tuple[int, bytes, bytes]]:
     """The truncate's fan-out: ``(partition, key, value)`` for every partition."""
-    return Truncate(lsn, _txn(lsn, xid), schema, table).records(partitions)
+    return Truncate(lsn, _txn(lsn, xid), schema, table, source).records(partitions)

@@ -100,8 +100,10 @@ class Source:
         return self.sql(sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE id = %s")
                         .format(sql.Identifier(self.table)).as_string(), (id_,))[0][0]
 
-    def upsert(self, id_: int, op: str = "insert", toast: tuple[str, ...] = (), **values: Any) -> None:
-        """Write the row in Postgres, then publish its event (``toast`` columns left out)."""
+    def upsert(self, id_: int, op: str = "insert", toast: tuple[str, ...] = (),
+               source: str | None = None, **values: Any) -> None:
+        """Write the row in Postgres, then publish its event (``toast`` columns left out;
+        ``source``: the catalog instance id the event names as its writer)."""
         cols = ["id", *values]
         self.sql(
             sql.SQL("INSERT INTO {t} ({c}) VALUES ({v}) ON CONFLICT (id) DO UPDATE SET ({c}) = ROW({e})")
@@ -112,11 +114,16 @@ class Source:
         )
         row = {k: v for k, v in self.row(id_).items() if k not in toast}
         self._send(row_change(op, self._next_lsn(), {"id": id_}, row, unchanged_toast=toast,
-                              table=self.table))
+                              table=self.table, source=source))
 
-    def send_row(self, id_: int, op: str, row: dict[str, Any]) -> None:
+    def send_row(self, id_: int, op: str, row: dict[str, Any], source: str | None = None) -> None:
         """Publish an event with exactly this row (to model rows the template cannot use)."""
-        self._send(row_change(op, self._next_lsn(), {"id": id_}, row, table=self.table))
+        self._send(row_change(op, self._next_lsn(), {"id": id_}, row, table=self.table,
+                              source=source))
+
+    def instance_id(self) -> str:
+        """The catalog instance id of the source's database."""
+        return self.sql("SELECT id::text FROM vectorizer.instance")[0][0]
 
     def delete(self, id_: int) -> None:
         self.sql(sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(self.table)).as_string(), (id_,))

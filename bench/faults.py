@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infra.broker import TansuBroker
-from infra.faults import LOAD_CONFIG, Load, inject, make_pipeline
+from infra.faults import LOAD_CONFIG, Load, Tally, inject, make_pipeline
 from infra.pgadmin import create_database
 from infra.postgres import EmbeddedPostgres
 
@@ -40,7 +40,7 @@ def main() -> int:
     postgres.start()
     broker.start()
     injected: list[str] = []
-    totals = {"rows checked": 0, "lost": 0, "duplicated": 0, "stale": 0}
+    tally = Tally()
     pipeline = None
     try:
         url = create_database(postgres.url, "faults")
@@ -60,14 +60,8 @@ def main() -> int:
                 faults.append(("broker restart", broker_restart))
             load.rng.shuffle(faults)
             inject(load, faults, args.writes, injected)
-            try:
-                audit = pipeline.wait_clean(f"round {round_ + 1} to recover", timeout=180)
-            except AssertionError as exc:
-                print(str(exc)[:2000], file=sys.stderr)
-                audit = pipeline.audit()
-            totals["rows checked"] += audit.rows_checked
-            for name in ("lost", "duplicated", "stale"):
-                totals[name] += getattr(audit, name)
+            audit = pipeline.settle(f"round {round_ + 1} to recover")
+            tally.add(audit)
             print(f"round {round_ + 1}: {', '.join(n for n, _ in faults)}: rows {audit.rows_checked},"
                   f" lost {audit.lost}, duplicated {audit.duplicated}, stale {audit.stale}", flush=True)
     finally:
@@ -77,9 +71,9 @@ def main() -> int:
         postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
     print(f"faults injected: {len(injected)} ({', '.join(sorted(set(injected)))})")
-    for name, value in totals.items():
+    for name, value in tally.as_dict().items():
         print(f"{name}: {value}")
-    return 0 if totals["lost"] == totals["duplicated"] == totals["stale"] == 0 else 1
+    return 0 if tally.clean else 1
 
 
 if __name__ == "__main__":

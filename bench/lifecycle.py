@@ -35,7 +35,15 @@ from psycopg import sql
 
 from bench.common import print_table, write_json
 from infra.broker import TansuBroker
-from infra.faults import LOAD_CONFIG, Load, Pipeline, inject, make_pipeline, recreate_vectorizer
+from infra.faults import (
+    LOAD_CONFIG,
+    Load,
+    Pipeline,
+    Tally,
+    inject,
+    make_pipeline,
+    recreate_vectorizer,
+)
 from infra.pgadmin import create_database
 from infra.postgres import EmbeddedPostgres
 from pgai_orm.names import default_slot_name
@@ -108,7 +116,7 @@ def run(url: str, servers: str, root: Path, rounds: int, seed: int, writes: int,
     pipeline = make_pipeline(url, servers, root, LOAD_CONFIG)
     load = Load(pipeline, random.Random(seed))
     injected: list[str] = []
-    totals = {"rows checked": 0, "lost": 0, "duplicated": 0, "stale": 0}
+    tally = Tally()
     started = time.monotonic()
     try:
         load.run(writes)
@@ -121,20 +129,14 @@ def run(url: str, servers: str, root: Path, rounds: int, seed: int, writes: int,
                 inject(load, todo, writes, injected)
             else:
                 load.run(writes * 6)
-            try:
-                audit = pipeline.wait_clean(f"round {round_ + 1} to recover", timeout=180)
-            except AssertionError as exc:
-                print(str(exc)[:3000], file=sys.stderr)
-                audit = pipeline.audit()
-            totals["rows checked"] += audit.rows_checked
-            for name in ("lost", "duplicated", "stale"):
-                totals[name] += getattr(audit, name)
+            audit = pipeline.settle(f"round {round_ + 1} to recover")
+            tally.add(audit)
             print(f"round {round_ + 1}: rows {audit.rows_checked}, lost {audit.lost},"
                   f" duplicated {audit.duplicated}, stale {audit.stale}", flush=True)
     finally:
         pipeline.stop()
     return {"events injected": len(injected), "kinds": sorted(set(injected)),
-            "writes": load.writes, "seconds": round(time.monotonic() - started, 1), **totals}
+            "writes": load.writes, "seconds": round(time.monotonic() - started, 1), **tally.as_dict()}
 
 
 def main() -> int:

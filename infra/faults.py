@@ -91,6 +91,31 @@ class Audit:
 
 
 @dataclass
+class Tally:
+    """Audits summed over the rounds of a benchmark (what ``bench/faults.py`` and
+    ``bench/lifecycle.py`` print)."""
+
+    rows_checked: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    stale: int = 0
+
+    def add(self, audit: Audit) -> None:
+        self.rows_checked += audit.rows_checked
+        self.lost += audit.lost
+        self.duplicated += audit.duplicated
+        self.stale += audit.stale
+
+    @property
+    def clean(self) -> bool:
+        return self.lost == self.duplicated == self.stale == 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"rows checked": self.rows_checked, "lost": self.lost,
+                "duplicated": self.duplicated, "stale": self.stale}
+
+
+@dataclass
 class Pipeline:
     """One vectorizer on one source table, with its connector and worker as processes.
 
@@ -226,6 +251,15 @@ class Pipeline:
             audit.details.append(f"left over {key}")
         return audit
 
+    def settle(self, what: str, timeout: float = 180.0) -> Audit:
+        """:meth:`wait_clean` for a benchmark round: a store that does not recover in time is
+        reported on stderr and its audit returned, so the round counts instead of aborting."""
+        try:
+            return self.wait_clean(what, timeout=timeout)
+        except AssertionError as exc:
+            print(str(exc)[:3000], file=sys.stderr)
+            return self.audit()
+
     def wait_clean(self, what: str, timeout: float = 90.0) -> Audit:
         """Poll the audit until the store equals the source; at the deadline raise an
         ``AssertionError`` (a test fails with it) carrying the last audit and the logs."""
@@ -236,7 +270,7 @@ class Pipeline:
         return self.audit()
 
 
-def _migration(url: str, step: Callable[[Any], Any]) -> Any:
+def migration(url: str, step: Callable[[Any], Any]) -> Any:
     """Run ``step(op)`` in one transaction with Alembic's Operations, as a migration would."""
     register_operations()
     engine = create_engine(sqlalchemy_url(url))
@@ -247,19 +281,26 @@ def _migration(url: str, step: Callable[[Any], Any]) -> Any:
         engine.dispose()
 
 
-def _create(op: Any, table: str, config: Mapping[str, Any]) -> int:
-    objects = VectorizerConfig.from_dict(dict(config))
-    op.create_vectorizer(
-        source=table, embedding=objects.embedding, chunking=objects.chunking,
-        formatting=objects.formatting, loading=objects.loading,
-        indexing=objects.indexing, processing=objects.processing)
+_CONFIG_PARTS = ("embedding", "chunking", "formatting", "loading", "indexing", "processing")
+
+
+def create_in_migration(op: Any, source: str, config: VectorizerConfig | Mapping[str, Any],
+                        **options: Any) -> int:
+    """``op.create_vectorizer`` on ``source`` with ``config`` (an object or the catalog's form)
+    inside a migration; the new vectorizer's id. ``options`` are the operation's other
+    arguments; a config part among them (``embedding=...``) replaces that part of ``config``."""
+    objects = config if isinstance(config, VectorizerConfig) else VectorizerConfig.from_dict(dict(config))
+    parts = {part: getattr(objects, part) for part in _CONFIG_PARTS}
+    parts.update((k, options.pop(k)) for k in _CONFIG_PARTS if k in options)
+    op.create_vectorizer(source=source, **parts, **options)
+    # the serial the catalog function just drew, in this session
     return int(op.get_bind().exec_driver_sql(
         "SELECT currval(pg_get_serial_sequence('vectorizer.vectorizers', 'id'))").scalar_one())
 
 
 def _create_vectorizer(url: str, table: str, config: Mapping[str, Any]) -> int:
     """``op.create_vectorizer`` on ``public.<table>``, as a migration would; its id."""
-    return int(_migration(url, lambda op: _create(op, table, config)))
+    return int(migration(url, lambda op: create_in_migration(op, table, config)))
 
 
 def recreate_vectorizer(pipeline: Pipeline, between: Callable[[], None] | None) -> None:
@@ -274,11 +315,11 @@ def recreate_vectorizer(pipeline: Pipeline, between: Callable[[], None] | None) 
     if between is None:
         def both(op: Any) -> int:
             drop(op)
-            return _create(op, pipeline.table, pipeline.config)
+            return create_in_migration(op, pipeline.table, pipeline.config)
 
-        pipeline.vectorizer_id = int(_migration(pipeline.url, both))
+        pipeline.vectorizer_id = int(migration(pipeline.url, both))
         return
-    _migration(pipeline.url, drop)
+    migration(pipeline.url, drop)
     between()
     pipeline.vectorizer_id = _create_vectorizer(pipeline.url, pipeline.table, pipeline.config)
 

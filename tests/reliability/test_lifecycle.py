@@ -18,21 +18,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from click.testing import CliRunner
-from sqlalchemy import create_engine
 
 from connector.service import status as connector_status
-from infra.faults import Load, Pipeline, make_pipeline, run_sql
+from infra.faults import Load, Pipeline, create_in_migration, make_pipeline, migration, run_sql
 from infra.ops.commands import status_command
 from infra.ops.report import read_report
 from infra.pgadmin import create_database
 from infra.ports import free_port
 from infra.postgres import EmbeddedPostgres
-from infra.urls import sqlalchemy_url
-from pgai_orm.alembic import register_operations
-from pgai_orm.configuration import VectorizerConfig
 from pgai_orm.names import default_slot_name
 from tests.support.configs import local_config
 from tests.support.polling import wait_for
@@ -88,19 +82,17 @@ def with_metrics(pipeline: Pipeline) -> int:
 def migrate(pipeline: Pipeline, *steps: Callable[[Any, Any], None]) -> int | None:
     """Run ``steps(op, conn)`` in ONE transaction, as one Alembic migration would; the id of the
     vectorizer created last in it (None if none was)."""
-    register_operations()
-    engine = create_engine(sqlalchemy_url(pipeline.url))
-    try:
-        with engine.begin() as conn:
-            op: Any = Operations(MigrationContext.configure(conn))
-            for step in steps:
-                step(op, conn)
-            created = conn.exec_driver_sql(
-                "SELECT max(id) FROM vectorizer.vectorizers WHERE source_table = %(t)s",
-                {"t": pipeline.table}).scalar_one()
-            return None if created is None else int(created)
-    finally:
-        engine.dispose()
+    def run(op: Any) -> int | None:
+        conn = op.get_bind()
+        for step in steps:
+            step(op, conn)
+        created = conn.exec_driver_sql(
+            "SELECT max(id) FROM vectorizer.vectorizers WHERE source_table = %(t)s",
+            {"t": pipeline.table}).scalar_one()
+        return None if created is None else int(created)
+
+    result: int | None = migration(pipeline.url, run)
+    return result
 
 
 def drop_vectorizer(pipeline: Pipeline) -> Callable[[Any, Any], None]:
@@ -110,13 +102,8 @@ def drop_vectorizer(pipeline: Pipeline) -> Callable[[Any, Any], None]:
 
 
 def create_vectorizer(pipeline: Pipeline) -> Callable[[Any, Any], None]:
-    objects = VectorizerConfig.from_dict(dict(CONFIG))
-
     def step(op: Any, conn: Any) -> None:
-        op.create_vectorizer(
-            source=pipeline.table, embedding=objects.embedding, chunking=objects.chunking,
-            formatting=objects.formatting, loading=objects.loading, indexing=objects.indexing,
-            processing=objects.processing)
+        create_in_migration(op, pipeline.table, CONFIG)
     return step
 
 

@@ -18,6 +18,7 @@ from alembic.operations import Operations
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 
+from infra.faults import create_in_migration
 from infra.urls import sqlalchemy_url
 from pgai_orm.alembic import register_operations
 from pgai_orm.catalog import ensure_catalog
@@ -27,8 +28,6 @@ from pgai_orm.configuration import (
     FormattingPythonTemplateConfig,
     VectorizerConfig,
 )
-
-_CONFIG_PARTS = ("embedding", "chunking", "formatting", "loading", "indexing", "processing")
 
 
 def install_catalog(url: str) -> None:
@@ -68,17 +67,12 @@ def create_vectorizer(db: str | Engine, source: str,
         config = sentence_config(chunk_column, template)
     elif not isinstance(config, VectorizerConfig):
         config = VectorizerConfig.from_dict(dict(config))
-    parts = {part: getattr(config, part) for part in _CONFIG_PARTS}
-    parts.update((k, options.pop(k)) for k in _CONFIG_PARTS if k in options)
     register_operations()
     engine = create_engine(sqlalchemy_url(db)) if isinstance(db, str) else db
     try:
         with engine.begin() as conn:
-            op: Any = Operations(MigrationContext.configure(conn))
-            op.create_vectorizer(source=source, **parts, **options)
-            # the serial the catalog function just drew, in this session
-            return int(conn.exec_driver_sql(
-                "SELECT currval(pg_get_serial_sequence('vectorizer.vectorizers', 'id'))").scalar_one())
+            op = Operations(MigrationContext.configure(conn))
+            return create_in_migration(op, source, config, **options)
     except DBAPIError as exc:
         if exc.orig is None:
             raise

@@ -61,16 +61,18 @@ GroupKey = tuple[int, int]  # (vectorizer_id, version)
 EXIT_START_FAILED = 78
 
 
-def desired_versions(database_url: str) -> set[GroupKey]:
+def desired_versions(database_url: str, *, check_catalog: bool = True) -> set[GroupKey]:
     """The config versions that need processors: every ``active`` and ``building`` one.
 
-    A catalog older than this code is upgraded first (a no-op when it is current), so no worker
-    ever runs against a catalog that lacks a column it writes.
+    With ``check_catalog`` a catalog older than this code is upgraded first (a no-op when it is
+    current), so no worker ever runs against a catalog that lacks a column it writes; the
+    supervisor asks for that only until it succeeded once.
     """
     with psycopg.connect(database_url, autocommit=True) as conn:
         if not catalog_exists(conn):
             return set()
-        ensure_catalog(conn)
+        if check_catalog:
+            ensure_catalog(conn)
         return served_versions(conn)
 
 
@@ -119,6 +121,7 @@ class Supervisor:
     _stopping: bool = False
     _metrics: SupervisorMetrics | None = None
     _restarts: int = 0
+    _catalog_checked: bool = False
 
     def running(self) -> dict[GroupKey, int]:
         """Children alive per config version (for the metrics endpoint)."""
@@ -174,7 +177,8 @@ class Supervisor:
     def reconcile(self) -> None:
         """Make the running processes match the catalog."""
         try:
-            wanted = desired_versions(self.database_url)
+            wanted = desired_versions(self.database_url, check_catalog=not self._catalog_checked)
+            self._catalog_checked = self._catalog_checked or bool(wanted)
             for message in record_missing_sources(self.database_url):
                 logger.error(message)
         except psycopg.Error as exc:

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 CATALOG_SCHEMA = "vectorizer"
-CATALOG_VERSION = 3
+CATALOG_VERSION = 4
 """Bump when ``catalog.sql`` changes; the script must bring every older version up to it."""
 
 _LOCK_KEY = "vectorizer-catalog-install"

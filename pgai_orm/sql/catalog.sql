@@ -128,6 +128,10 @@ CREATE TABLE IF NOT EXISTS vectorizer.instance (
 );
 INSERT INTO vectorizer.instance DEFAULT VALUES ON CONFLICT DO NOTHING;
 
+-- Version 4: one worker process serving every vectorizer, keyword indexing of stores, usage
+-- (tokens and requests) per version, and the operability fixes. Every statement of this section is
+-- idempotent, like the rest of the script.
+
 -- Which catalog versions were installed (pgai_orm/catalog/schema.py: CATALOG_VERSION).
 CREATE TABLE IF NOT EXISTS vectorizer.catalog_version (
     version      int PRIMARY KEY,

@@ -41,7 +41,7 @@ def _create_v2_vectorizer(conn: psycopg.Connection, table: str) -> int:
 
 
 def test_version_2_catalog_upgrades_in_place(fresh_database_url: str) -> None:
-    assert CATALOG_VERSION == 3
+    assert CATALOG_VERSION == 4
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         _install_v2(conn)
         assert installed_version(conn) == 2

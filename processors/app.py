@@ -1,12 +1,11 @@
 """The faust app of one vectorizer config version: one consumer group, one agent, one store.
 
-Why one app (and process) per config version: faust gives every agent of an app the app's
-single consumer group, but each config version needs its *own* group
-(``<prefix>-<database>-<id>-v<n>``, see :func:`pgai_orm.names.consumer_group`) so that a new version can replay
-the topic from offset 0 while the active one keeps its place.
-``vectorizer worker`` (``processors.cli``) therefore supervises one faust worker process per
-version and starts or stops them as the catalog changes; faust cannot add agents with new
-consumer groups at runtime.
+Why one app per config version: faust gives every agent of an app the app's single consumer
+group, but each config version needs its *own* group (``<prefix>-<database>-<id>-v<n>``, see
+:func:`pgai_orm.names.consumer_group`) so that a new version can replay the topic from offset 0
+while the active one keeps its place. A worker process runs the apps of every served version on
+one event loop (``processors.engine``) and adds or removes apps as the catalog changes; faust
+cannot add agents with new consumer groups to a running app.
 
 Offsets are committed only after the store commit. ``stream.take()`` acks its buffer in a
 ``finally`` (so also when the agent is cancelled or fails in the middle of a batch), which would
@@ -133,7 +132,7 @@ class VersionRunner:
         self.topic = topic
         self.settings = settings
         self.totals = BatchReport()
-        self.metrics = WorkerMetrics(spec.vectorizer_id, spec.version)
+        self.metrics = WorkerMetrics.of(spec.vectorizer_id, spec.version)
         self._dlq = dlq
         self._conn: AsyncConnection[Any] | None = None
         self._read_conn: AsyncConnection[Any] | None = None

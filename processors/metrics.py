@@ -1,4 +1,4 @@
-"""Prometheus metrics of ``vectorizer worker`` (``--metrics-port``), across its faust children.
+"""Prometheus metrics of ``vectorizer worker`` (``--metrics-port``), across its worker processes.
 
 The supervisor serves one endpoint for all the faust processes it runs, with prometheus_client's
 multiprocess mode: when ``--metrics-port`` is set it creates a fresh temporary directory, passes
@@ -22,10 +22,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
@@ -33,6 +40,8 @@ from prometheus_client.registry import Collector
 __all__ = ["MULTIPROC_ENV", "SupervisorMetrics", "WorkerMetrics", "metrics_enabled"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# No _created series (a timestamp per counter that no dashboard reads): Prometheus naming guide.
+disable_created_metrics()
 PREFIX = "vectorizer_worker_"
 LABELS = ("vectorizer", "version")
 #: Seconds: a store transaction is a few ms idle and up to seconds for big batches on a busy DB.
@@ -48,11 +57,13 @@ class WorkerMetrics:
     """The metrics of one faust child (one vectorizer config version)."""
 
     def __init__(self, vectorizer_id: int, version: int,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, *, name: str | None = None) -> None:
         # A registry of its own: in multiprocess mode values go to the files whatever registry
         # holds them; without it nothing reads them, and tests may build several in one process.
         self.registry = registry or CollectorRegistry()
-        self.labels = {"vectorizer": str(vectorizer_id), "version": str(version)}
+        # the label is the vectorizer's name (what dashboards and `vectorizer status` show);
+        # the numeric id only where a caller has no name
+        self.labels = {"vectorizer": name or str(vectorizer_id), "version": str(version)}
 
         def counter(name: str, doc: str) -> Any:
             return Counter(PREFIX + name, doc, LABELS, registry=self.registry).labels(**self.labels)
@@ -89,7 +100,21 @@ class WorkerMetrics:
             "Events in the topic not yet committed by this version's consumer group, over the"
             " partitions assigned to this machine's workers (high-water mark - committed offset)",
             LABELS, registry=self.registry, multiprocess_mode="livesum").labels(**self.labels)
+        self.apps = Gauge(
+            PREFIX + "apps", "faust apps serving this config version (one per worker process"
+            " that serves it)", LABELS, registry=self.registry,
+            multiprocess_mode="livesum").labels(**self.labels)
         self._lsn = 0
+
+    @classmethod
+    def of(cls, vectorizer_id: int, version: int) -> WorkerMetrics:
+        """The metrics of one version in this process, created once: an app restarted by the
+        engine goes on counting where the previous one stopped."""
+        key = (vectorizer_id, version)
+        metrics = _BY_VERSION.get(key)
+        if metrics is None:
+            metrics = _BY_VERSION[key] = cls(vectorizer_id, version)
+        return metrics
 
     def errors(self, steps: Iterable[str]) -> None:
         for step in steps:
@@ -111,30 +136,29 @@ class WorkerMetrics:
             self.last_applied_lsn.set(lsn)
 
 
+_BY_VERSION: dict[tuple[int, int], WorkerMetrics] = {}
+
+
 class _SupervisorCollector(Collector):
     """The supervisor's own numbers, read from it at scrape time."""
 
-    def __init__(self, processes: Callable[[], Mapping[tuple[int, int], int]],
-                 restarts: Callable[[], int]) -> None:
+    def __init__(self, processes: Callable[[], int], restarts: Callable[[], int]) -> None:
         self._processes = processes
         self._restarts = restarts
 
     def collect(self) -> Iterable[Any]:
-        running = GaugeMetricFamily(PREFIX + "processes",
-                                    "faust worker processes running, per config version",
-                                    labels=list(LABELS))
-        for (vectorizer_id, version), count in sorted(self._processes().items()):
-            running.add_metric([str(vectorizer_id), str(version)], count)
-        yield running
-        yield CounterMetricFamily(PREFIX + "restarts", "faust worker processes restarted after"
-                                  " they exited on their own", value=self._restarts())
+        yield GaugeMetricFamily(PREFIX + "processes", "Worker processes running under this"
+                                " supervisor (each serves every config version)",
+                                value=self._processes())
+        yield CounterMetricFamily(PREFIX + "restarts", "Worker processes restarted after they"
+                                  " exited on their own", value=self._restarts())
 
 
 class SupervisorMetrics:
     """Owns the multiprocess directory and the HTTP endpoint of one supervisor."""
 
-    def __init__(self, port: int, processes: Callable[[], Mapping[tuple[int, int], int]],
-                 restarts: Callable[[], int], addr: str = "0.0.0.0") -> None:
+    def __init__(self, port: int, processes: Callable[[], int], restarts: Callable[[], int],
+                 addr: str = "0.0.0.0") -> None:
         self.directory = tempfile.mkdtemp(prefix="vectorizer-worker-metrics-")
         self.registry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=self.directory)

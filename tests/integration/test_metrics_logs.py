@@ -124,7 +124,8 @@ def test_metrics_endpoints_and_json_logs(source: Source, tmp_path: Path) -> None
             assert value(samples, "vectorizer_worker_chunks_reused_total", **labels) is not None
             assert value(samples, "vectorizer_worker_events_skipped_total", **labels) is not None
             assert value(samples, "vectorizer_worker_batch_store_seconds_count", **labels) >= 1
-            assert value(samples, "vectorizer_worker_processes", **labels) == 1
+            assert value(samples, "vectorizer_worker_apps", **labels) == 1
+            assert value(samples, "vectorizer_worker_processes") == 1
             applied = source.sql("SELECT max((lsn - '0/0'::pg_lsn)::bigint) FROM"
                                  " vectorizer.applied_state WHERE vectorizer_id = %s",
                                  (source.vectorizer_id,))[0][0]

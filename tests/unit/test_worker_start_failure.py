@@ -7,7 +7,7 @@ import pytest
 from pgai_orm.configuration import ConfigurationError, EmbeddingOpenaiConfig, VectorizerConfig
 from pgai_orm.embedders import create_embedder
 from pgai_orm.embedders.errors import MissingApiKeyError, MissingExtraError
-from processors.cli import start_failure_message
+from processors.engine import start_failure_message
 from tests.support.configs import local_config
 
 SECRET = "sk-live-0123456789abcdef"

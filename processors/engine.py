@@ -1,0 +1,305 @@
+"""One worker process serving every config version in the catalog: a faust app per version,
+all of them on this process's one event loop.
+
+Why apps in one process rather than a process per version: a process costs an interpreter, the
+imports (faust, aiokafka, psycopg, the provider clients), the embedding model and its Kafka and
+database clients, and all of that used to be paid once per vectorizer config version. An app
+costs a consumer group membership, a consumer thread and two database connections. The embedding
+models are loaded once per process (``pgai_orm.embedders.local``) and shared by every version
+that uses them, so ten vectorizers on ten tables are one process, not ten.
+
+Why still one faust app (and consumer group) per version: a building version replays the topic
+from offset 0 while the active one keeps its place, so each version needs its own group
+(:func:`pgai_orm.names.consumer_group`), and faust gives every agent of an app the app's single
+group. Keeping the groups keeps every delivery guarantee of ``processors.app`` unchanged: offsets
+committed after the store commit, the LSN guard, replay into a fresh store while the old one
+serves, and failover of a version's partitions between the processes of its group, on this
+machine (``--concurrency``) and on others.
+
+Why the apps are not mode child services of the engine: mode marks every service in the
+crashing service's beacon tree as crashed (up to the root, and the root's children), so a
+consumer that crashes in one version would stop every other version and the process. Each app
+here is its own tree; the engine starts and stops it, notices a crash at its next poll, and
+builds that version a new app after a backoff, while the other versions go on.
+
+The catalog is polled every ``poll_interval``: a new vectorizer or version gets its app within
+one poll, a retired or dropped one loses it. A version that cannot start (its embedder needs an
+API key that is not in the environment, an optional extra is not installed, the stored config
+does not load) records why in ``vectorizer.errors`` (step ``start``, one row per version while
+it keeps failing), logs it in one line and is tried again with backoff; the other versions run.
+The first app of the version that starts deletes the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import faust
+import mode
+import psycopg
+
+from pgai_orm.catalog import catalog_exists, ensure_catalog
+from pgai_orm.catalog import errors as catalog_errors
+from pgai_orm.catalog.versions import served_versions
+from pgai_orm.configuration import ConfigurationError
+from pgai_orm.embedders.errors import MissingApiKeyError
+from pgai_orm.errors import VectorizerError
+from pgai_orm.runtime.logs import scrub
+from processors.app import WorkerSettings, create_app, load_spec
+from processors.metrics import WorkerMetrics, metrics_enabled
+
+logger = logging.getLogger("processors.worker")
+
+GroupKey = tuple[int, int]  # (vectorizer_id, version)
+
+#: Seconds before the first and the longest retry of a version that failed to start or crashed.
+FIRST_RETRY_S = 1.0
+MAX_RETRY_S = 60.0
+#: Seconds an app may take to drain its batch in flight and commit when it is stopped.
+STOP_TIMEOUT_S = 30.0
+
+
+def read_served_versions(database_url: str, *, check_catalog: bool) -> set[GroupKey] | None:
+    """The config versions that need processors (every ``active`` and ``building`` one); None
+    when the database has no catalog yet.
+
+    With ``check_catalog`` a catalog older than this code is upgraded first (a no-op when it is
+    current), so no worker runs against a catalog that lacks a column it writes. Also records a
+    ``source`` error for each vectorizer whose source table was dropped or lost a column it
+    reads, once each (logged by the caller), and forgets the ``start`` errors of versions no
+    longer served.
+    """
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if not catalog_exists(conn):
+            return None
+        if check_catalog:
+            ensure_catalog(conn)
+        catalog_errors.clear_stale_start_errors(conn)
+        for message in (catalog_errors.record_missing_sources(conn)
+                        + catalog_errors.record_schema_errors(conn)):
+            logger.error(message)
+        return served_versions(conn)
+
+
+def start_failure_message(exc: BaseException, config: dict[str, object] | None = None) -> str:
+    """One line saying why a version cannot start and what fixes it; never a secret.
+
+    ``config`` is the version's stored config (for the embedder's name).
+    """
+    embedding = (config or {}).get("embedding")
+    implementation = embedding.get("implementation") if isinstance(embedding, dict) else None
+    if isinstance(exc, MissingApiKeyError):
+        embedder = f"the {implementation} embedder" if implementation else "the embedder"
+        message = (f"{embedder} needs an API key: set the environment variable {exc.variable}"
+                   " for `vectorizer worker` and restart it")
+    elif isinstance(exc, ConfigurationError):  # stored by an older or newer version of the code
+        message = (f"its stored config does not load: {exc}; change it with"
+                   " op.alter_vectorizer")
+    elif isinstance(exc, VectorizerError):  # our own messages name the problem and the fix
+        message = str(exc)
+    else:  # a bug or an environment problem: the log has the traceback
+        message = f"{type(exc).__name__}: {exc} (traceback in the worker's log)"
+    return scrub(" ".join(message.split()))
+
+
+def record_start_failure(database_url: str, key: GroupKey, message: str,
+                         exc: BaseException) -> str | None:
+    """Write the ``start`` error of one version and count it; returns the vectorizer's name
+    (None when the catalog cannot be written: the reason is then logged here)."""
+    if metrics_enabled():
+        WorkerMetrics.of(*key).errors(["start"])
+    details = {"error": type(exc).__name__, "host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            catalog_errors.record_start_error(conn, key[0], key[1], message, details)
+            error = catalog_errors.start_errors(conn).get(key)
+            return error.name if error is not None else None
+    except psycopg.Error as db_exc:
+        logger.error("vectorizer %d version %d cannot start: %s (and cannot record it in"
+                     " vectorizer.errors: %s)", key[0], key[1], message,
+                     " ".join(str(db_exc).split()))
+        return None
+
+
+@dataclass
+class _Served:
+    """The app of one version, and since when it runs (for the restart backoff)."""
+
+    app: faust.App
+    started: float
+
+
+class Engine(mode.Service):
+    """Keeps one faust app running for every served config version (see the module docstring)."""
+
+    def __init__(self, settings: WorkerSettings, *, poll_interval: float = 5.0,
+                 only: Iterable[int] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.poll_interval = poll_interval
+        #: serve only these vectorizer ids (None: all)
+        self.only = None if only is None else frozenset(only)
+        self.apps: dict[GroupKey, _Served] = {}
+        self.restarts = 0
+        self._retry_at: dict[GroupKey, float] = {}
+        self._failures: dict[GroupKey, int] = {}
+        self._catalog_checked = False
+        self._said_waiting: str | None = None
+        self._wake = asyncio.Event()
+
+    def running(self) -> dict[GroupKey, int]:
+        """Apps running per config version (for the metrics endpoint; read from its thread)."""
+        return {key: 1 for key, served in list(self.apps.items()) if not served.app.crashed}
+
+    @mode.Service.task
+    async def _poll_catalog(self) -> None:
+        while not self.should_stop:
+            await self.reconcile()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def reconcile(self) -> None:
+        """Make the running apps match the catalog: start, stop and restart them."""
+        try:
+            wanted = await asyncio.to_thread(read_served_versions, self.settings.database_url,
+                                             check_catalog=not self._catalog_checked)
+        except psycopg.Error as exc:
+            self._say_waiting(f"cannot read the catalog ({' '.join(str(exc).split())}); keeping"
+                              " the versions this worker serves and trying again")
+            return
+        if wanted is None:
+            self._say_waiting("no vectorizer catalog in this database yet: waiting for the first"
+                              " op.create_vectorizer migration")
+            wanted = set()
+        else:
+            self._catalog_checked = True
+            if self.only is not None:
+                wanted = {key for key in wanted if key[0] in self.only}
+            if not wanted:
+                self._say_waiting("no vectorizer to serve yet: waiting for op.create_vectorizer")
+        for key in list(self.apps):
+            served = self.apps[key]
+            if key not in wanted:
+                await self._stop_app(key, "it is no longer served")
+            elif served.app.crashed:
+                reason = served.app.crash_reason
+                await self._stop_app(key, f"it crashed ({type(reason).__name__}: {reason})")
+                self.restarts += 1
+                uptime = time.monotonic() - served.started
+                self._schedule_retry(key, reset=uptime > MAX_RETRY_S)
+        now = time.monotonic()
+        due = [key for key in sorted(wanted - self.apps.keys())
+               if self._retry_at.get(key, 0.0) <= now]
+        if due and not self.should_stop:  # at once: an app's start waits for its group join
+            await asyncio.gather(*(self._start_app(key) for key in due))
+        if wanted:
+            self._said_waiting = None
+
+    def _say_waiting(self, what: str) -> None:
+        """Log what the worker waits for, once per cause (not on every poll)."""
+        if what != self._said_waiting:
+            logger.info("%s", what)
+            self._said_waiting = what
+
+    def _schedule_retry(self, key: GroupKey, *, reset: bool = False) -> float:
+        failures = 1 if reset else self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(FIRST_RETRY_S * 2.0 ** (failures - 1), MAX_RETRY_S)
+        self._retry_at[key] = time.monotonic() + delay
+        return delay
+
+    def _settings_for(self) -> WorkerSettings:
+        """This process's settings; with a faust web port, each app gets the next free one."""
+        if self.settings.web_port is None:
+            return self.settings
+        used = {s.app.conf.web_port for s in self.apps.values()}
+        port = self.settings.web_port
+        while port in used:
+            port += 1
+        return replace(self.settings, web_port=port)
+
+    async def _start_app(self, key: GroupKey) -> None:
+        vectorizer_id, version = key
+        try:
+            spec, topic = await asyncio.to_thread(load_spec, self.settings.database_url,
+                                                  vectorizer_id, version,
+                                                  self.settings.topic_prefix)
+        except LookupError:  # dropped between the poll and now
+            return
+        except psycopg.Error as exc:
+            logger.warning("cannot read version %d of vectorizer %d (%s); next poll tries again",
+                           version, vectorizer_id, " ".join(str(exc).split()))
+            return
+        try:
+            app = create_app(spec, topic, self._settings_for())
+        except Exception as exc:  # noqa: BLE001  # whatever it is, this version cannot run: say why
+            await self._start_failed(key, exc, dict(spec.config))
+            return
+        self._clear_start_error_once_running(app, key)
+        self.apps[key] = _Served(app, time.monotonic())
+        logger.info("serving vectorizer %d version %d (consumer group %s, topic %s)",
+                    vectorizer_id, version, spec.group_id, topic)
+        try:
+            await app.start()
+            app.runner.metrics.apps.set(1)  # type: ignore[attr-defined]  # set by create_app
+        except Exception as exc:  # noqa: BLE001  # e.g. the broker refused: the next poll retries
+            logger.error("vectorizer %d version %d: its app did not start (%s: %s)",
+                         vectorizer_id, version, type(exc).__name__, exc)
+            await self._stop_app(key, "it did not start")
+            self._schedule_retry(key)
+
+    async def _start_failed(self, key: GroupKey, exc: BaseException,
+                            config: dict[str, object]) -> None:
+        message = start_failure_message(exc, config)
+        if not isinstance(exc, VectorizerError):
+            logger.debug("version %s cannot start", key, exc_info=True)
+        name = await asyncio.to_thread(record_start_failure, self.settings.database_url, key,
+                                       message, exc)
+        delay = self._schedule_retry(key)
+        logger.error("vectorizer %s version %d cannot start: %s (next try in %.0f s; see"
+                     " `vectorizer errors`)", name or key[0], key[1], message, delay,
+                     extra={"vectorizer": key[0], "version": key[1]})
+
+    def _clear_start_error_once_running(self, app: faust.App, key: GroupKey) -> None:
+        """When the app has started, delete the version's ``start`` error: it can start now."""
+        from psycopg import AsyncConnection
+
+        database_url = self.settings.database_url
+
+        async def forget_start_error() -> None:
+            try:
+                async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+                    await conn.execute(catalog_errors.CLEAR_START_ERROR_SQL, key)
+            except psycopg.Error as exc:
+                logger.warning("could not clear the start error of vectorizer %d version %d: %s",
+                               key[0], key[1], " ".join(str(exc).split()))
+
+        app.task(forget_start_error)
+
+    async def _stop_app(self, key: GroupKey, why: str) -> None:
+        served = self.apps.pop(key)
+        try:
+            await asyncio.wait_for(served.app.stop(), STOP_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001  # it is going away whatever happened
+            logger.warning("vectorizer %d version %d did not stop cleanly: %s: %s",
+                           key[0], key[1], type(exc).__name__, exc)
+        runner = getattr(served.app, "runner", None)
+        if runner is not None:
+            runner.metrics.apps.set(0)
+            await runner.close()
+        logger.info("stopped serving vectorizer %d version %d: %s", key[0], key[1], why)
+
+    async def on_stop(self) -> None:
+        """Stop every app at once: each drains its batch in flight and commits, in parallel."""
+        await asyncio.gather(*(self._stop_app(key, "the worker is stopping")
+                               for key in list(self.apps)))

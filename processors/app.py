@@ -49,7 +49,7 @@ from pgai_orm.errors import InvariantError, VectorizerError
 from pgai_orm.events import Event, EventFormatError, RowChange, decode_event
 from pgai_orm.names import DEFAULT_TOPIC_PREFIX, consumer_group, dlq_topic, topic_name
 from processors.errors_sink import ErrorSink, RowError
-from processors.faust_transport import broker_urls
+from processors.faust_transport import TableManager, broker_urls
 from processors.metrics import WorkerMetrics, metrics_enabled
 from processors.offsets import committed_offsets, fetch_high_watermarks
 from processors.pipeline import (
@@ -433,6 +433,7 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
         store="memory://",
+        TableManager=TableManager,  # no tables: no start-up sleep
         datadir=os.path.join(datadir, spec.group_id),
     )
     source = app.topic(topic, key_type=bytes, value_type=bytes,

@@ -1,21 +1,23 @@
 """``vectorizer worker``: embed every change of every vectorizer's source table into its store.
 
-The command is a small supervisor of ``--concurrency`` worker processes (default one). Each
-worker process serves *every* config version that is ``active`` or ``building``, with one faust
-app per version on its one event loop (``processors.engine`` says why), so the number of
+A worker process serves *every* config version that is ``active`` or ``building``, with one
+faust app per version on its one event loop (``processors.engine`` says why), so the number of
 processes does not grow with the number of vectorizers. Kafka spreads the partitions of each
 version's consumer group over the processes of that group, on this machine and on others
-running the same command. A worker process that dies is restarted after a backoff (1 s, doubling,
-at most 60 s; reset once it ran for a minute).
+running the same command.
 
-The supervisor stays small on purpose: it imports neither faust nor psycopg nor a model (about
-20 MiB), and ``vectorizer worker`` run through the ``vectorizer`` command, which loads every
-subcommand, re-executes itself as ``python -m processors.cli`` with the resolved settings, so the
-process tree holds the supervisor and its workers and nothing else.
+With ``--concurrency 1`` (the default) the command *is* that worker process, like pgai's worker:
+no second interpreter, and a crash ends the command (run it under a process manager that
+restarts it: the compose file's ``restart:``, systemd, Kubernetes). With ``--concurrency N`` it
+is a small supervisor of N worker processes, which restarts one that died after a backoff
+(1 s, doubling, at most 60 s; reset once it ran for a minute). The supervisor imports neither
+faust nor psycopg nor a model. Either way, ``vectorizer worker`` run through the ``vectorizer``
+command (which loads every subcommand) re-executes itself as ``python -m processors.cli`` with
+the resolved settings, so the process holds this command's imports and nothing else.
 
-With ``--metrics-port`` the supervisor serves Prometheus metrics of all its workers on that one
-port (``processors.metrics`` explains the multiprocess mode); ``--log-format`` applies to the
-supervisor and is passed on to every worker.
+With ``--metrics-port`` the command serves Prometheus metrics of all its worker processes on that
+one port (``processors.metrics`` explains the multiprocess mode); ``--log-format`` applies to
+every process.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from pgai_orm.errors import InvariantError
 from pgai_orm.runtime.logs import LOG_FORMATS, setup_logging
 from pgai_orm.runtime.processes import stop_process
 
@@ -222,40 +227,76 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
     loglevel = loglevel.lower()
     # Read by processors.faust_transport in this process and, inherited, in every child.
     os.environ["VECTORIZER_FETCH_MAX_WAIT_MS"] = str(fetch_max_wait_ms)
-    if engine_mode:
+    port = None if without_web else web_port
+    # the URL may hold a password: children get it through the environment, not argv (ps)
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers
+    args = child_args(topic_prefix=topic_prefix, batch_size=batch_size, batch_within=batch_within,
+                      session_timeout=session_timeout, poll_interval=poll_interval,
+                      fetch_max_wait_ms=fetch_max_wait_ms, embedding_timeout=embedding_timeout,
+                      loglevel=loglevel, log_format=log_format)
+    if "infra.cli" in sys.modules:  # `vectorizer worker`: shed every other command's imports
+        _reexec(args, concurrency, port, metrics_port)
+    if engine_mode or concurrency == 1:
         from processors.app import WorkerSettings
 
         settings = WorkerSettings(
             database_url=database_url, bootstrap_servers=bootstrap_servers,
             topic_prefix=topic_prefix, batch_size=batch_size, batch_within=batch_within,
-            session_timeout=session_timeout, web_port=None if without_web else web_port,
-            embedding_timeout=embedding_timeout,
+            session_timeout=session_timeout, web_port=port, embedding_timeout=embedding_timeout,
         )
-        _run_engine(settings, poll_interval, loglevel, log_format)
+        close_metrics = _serve_own_metrics(metrics_port) if metrics_port and not engine_mode \
+            else None
+        try:
+            _run_engine(settings, poll_interval, loglevel, log_format)
+        finally:
+            if close_metrics is not None:
+                close_metrics()
         return
-    # the URL may hold a password: children get it through the environment, not argv (ps)
-    os.environ["DATABASE_URL"] = database_url
-    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers
-    child_args = [
-        "--topic-prefix", topic_prefix, "--batch-size", str(batch_size),
-        "--batch-within", str(batch_within), "--session-timeout", str(session_timeout),
-        "--poll-interval", str(poll_interval), "--fetch-max-wait-ms", str(fetch_max_wait_ms),
-        "--embedding-timeout", str(embedding_timeout),
-        "--log-level", loglevel, "--log-format", log_format,
-    ]
-    port = None if without_web else web_port
-    if "infra.cli" in sys.modules:  # `vectorizer worker`: shed every other command's imports
-        args = [*child_args, "--concurrency", str(concurrency)]
-        args += ["--web-port", str(port)] if port is not None else ["--without-web"]
-        if metrics_port:
-            args += ["--metrics-port", str(metrics_port)]
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "processors.cli", *args])
     setup_logging(log_format, loglevel)
-    logger.info("worker supervisor: %d worker process(es), each serving every vectorizer",
+    logger.info("worker supervisor: %d worker processes, each serving every vectorizer",
                 concurrency)
-    Supervisor(child_args, concurrency, metrics_port or None, port).run()
+    Supervisor(args, concurrency, metrics_port or None, port).run()
+
+
+def child_args(**options: Any) -> list[str]:
+    """The settings every worker process gets on its command line (no secret among them):
+    ``--name value`` for each option, underscores as dashes (``loglevel`` is ``--log-level``)."""
+    args: list[str] = []
+    for name, value in options.items():
+        flag = "--log-level" if name == "loglevel" else "--" + name.replace("_", "-")
+        args += [flag, str(value)]
+    return args
+
+
+def _reexec(args: list[str], concurrency: int, web_port: int | None,
+            metrics_port: int | None) -> NoReturn:
+    """Replace this process by ``python -m processors.cli`` with the resolved settings."""
+    args = [*args, "--concurrency", str(concurrency)]
+    args += ["--web-port", str(web_port)] if web_port is not None else ["--without-web"]
+    if metrics_port:
+        args += ["--metrics-port", str(metrics_port)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "processors.cli", *args])
+
+
+def _serve_own_metrics(port: int) -> Callable[[], None]:
+    """Serve this process's metrics when it is the whole worker (``--concurrency 1``).
+
+    prometheus_client picks where values live when it is first imported, so the multiprocess
+    directory is set before anything imports it (this module does not), exactly as a supervisor
+    sets it for its children; the same endpoint then serves the same series either way.
+    """
+    if "prometheus_client" in sys.modules:
+        raise InvariantError("prometheus_client was imported before its directory was set")
+    directory = tempfile.mkdtemp(prefix="vectorizer-worker-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from processors.metrics import SupervisorMetrics
+
+    metrics = SupervisorMetrics(port, lambda: 1, lambda: 0, directory=directory)
+    logger.info("serving Prometheus metrics on port %d", port)
+    return metrics.close
 
 
 if __name__ == "__main__":

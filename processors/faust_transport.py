@@ -1,4 +1,5 @@
-"""faust's aiokafka transport with a configurable fetch wait.
+"""The faust pieces this project replaces: the aiokafka transport (a configurable fetch wait) and
+the table manager (no start-up sleep).
 
 faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. Apache Kafka answers a fetch
 as soon as one byte is there, so the wait only matters on idle partitions; the embedded Tansu
@@ -6,6 +7,10 @@ broker holds every fetch for the full wait, which put ~700 ms into the commit-to
 200 rows/s. This transport is faust's own, registered under the URL scheme ``vectorizer-kafka``
 through faust's ``faust.transports`` entry point (see pyproject.toml), and only changes that one
 setting before the consumer starts.
+
+faust's table manager sleeps one second when it starts, to let tables register before the
+consumer subscribes. The apps here have no tables, so that second was pure start-up latency of
+every app: :class:`TableManager` starts its recovery service at once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from faust.tables import TableManager as FaustTableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 SCHEME = "vectorizer-kafka"
@@ -61,3 +67,12 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
     """faust broker URLs for a ``host:port[,host:port]`` bootstrap list, on this transport."""
     return [f"{SCHEME}://{server.strip()}" for server in bootstrap_servers.split(",")
             if server.strip()]
+
+
+class TableManager(FaustTableManager):
+    """faust's table manager without its one-second start-up sleep (no app here has tables)."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()

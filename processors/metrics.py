@@ -158,8 +158,8 @@ class SupervisorMetrics:
     """Owns the multiprocess directory and the HTTP endpoint of one supervisor."""
 
     def __init__(self, port: int, processes: Callable[[], int], restarts: Callable[[], int],
-                 addr: str = "0.0.0.0") -> None:
-        self.directory = tempfile.mkdtemp(prefix="vectorizer-worker-metrics-")
+                 addr: str = "0.0.0.0", directory: str | None = None) -> None:
+        self.directory = directory or tempfile.mkdtemp(prefix="vectorizer-worker-metrics-")
         self.registry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=self.directory)
         self.registry.register(_SupervisorCollector(processes, restarts))

@@ -1,6 +1,6 @@
 """`vectorizer worker` against a real Postgres and broker, with events produced per the contract.
 
-The workers run as separate processes (the supervisor and its faust children), exactly as in
+The workers run as separate processes (`vectorizer worker`, a supervisor where it has several), exactly as in
 production. The events are produced with kafka-python the way ``docs/architecture.md``
 specifies (``tests.support.worker.Source``), from rows that really are in the source table, so
 re-reads of unchanged TOAST values hit real data. Every wait polls a condition with a deadline.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -228,12 +229,10 @@ def test_two_workers_a_crash_and_rebalances_lose_and_duplicate_nothing(
                 source.upsert(i, op="update", content="Edited. " + TEXT)
             source.flush()
             wait_for(lambda: "embedded=" in log_b.read_text(), "the second worker to get partitions")
-            # a crash: the first worker's faust process dies without committing anything more
-            faust_child = psutil.Process(first.pid).children()[0]
-            faust_child.kill()
-            wait_for(lambda: len(psutil.Process(first.pid).children()) == 1 and
-                     psutil.Process(first.pid).children()[0].pid != faust_child.pid,
-                     "the supervisor to restart the crashed worker")
+            # a crash: the first worker dies without committing anything more, and comes back
+            first.kill()
+            first.wait()
+            first = start_worker(source, "--batch-size", "16", "--loglevel", "info", log=log_a)
             for i in range(301, 351):
                 source.upsert(i, title=f"post {i}", content=TEXT)
             source.flush()
@@ -300,10 +299,41 @@ def test_a_change_that_can_never_be_applied_is_isolated_recorded_and_skipped(
             (source.vectorizer_id,)), "the skipped change to be recorded")
         assert [(pk, step) for pk, step, _ in errors] == [({"id": "x"}, "store")]
         assert "could not be applied" in errors[0][2] and "InvalidTextRepresentation" in errors[0][2]
-        # later changes flow as usual, and the supervisor never had to restart its child
-        children = psutil.Process(process.pid).children()
+        # later changes flow as usual, and the worker never had to restart
+        started = psutil.Process(process.pid).create_time()
         source.upsert(20, title="after", content=TEXT)
         source.flush()
         wait_for(lambda: 20 in applied_lsns(source), "a change after the skipped one")
-        assert psutil.Process(process.pid).children() == children
+        assert process.poll() is None and psutil.Process(process.pid).create_time() == started
         assert source.store_matches_source()
+
+
+def test_the_supervisor_of_several_worker_processes_restarts_one_that_dies(
+        database: str, kafka_bootstrap_servers: str, tmp_path: Path) -> None:
+    """`--concurrency 2`: two worker processes, each serving every vectorizer (the processes do
+    not multiply with the vectorizers); one killed is restarted and nothing is lost."""
+    prefix = f"t{uuid.uuid4().hex[:6]}"  # one prefix: one worker serves all three
+    sources = [make_source(database, kafka_bootstrap_servers, local_config(), partitions=2,
+                           prefix=prefix) for _ in range(3)]
+    for source in sources:
+        for i in range(1, 41):
+            source.upsert(i, title=f"post {i}", content=TEXT)
+        source.flush()
+    log = tmp_path / "worker.log"
+    with worker(sources[0], "--concurrency", "2", "--loglevel", "info", log=log) as process:
+        children = wait_for(lambda: len(c := psutil.Process(process.pid).children()) == 2 and c,
+                            "two worker processes")
+        for source in sources:
+            wait_for(source.store_matches_source, "every vectorizer to be built")
+        assert len(psutil.Process(process.pid).children()) == 2
+        children[0].kill()
+        wait_for(lambda: len(c := psutil.Process(process.pid).children()) == 2 and
+                 children[0].pid not in {p.pid for p in c},
+                 "the supervisor to restart the killed worker process")
+        for source in sources:
+            for i in range(41, 61):
+                source.upsert(i, title=f"post {i}", content=TEXT)
+            source.flush()
+        for source in sources:
+            wait_for(source.store_matches_source, "every vectorizer to follow after the restart")
+    assert "exited with" in log.read_text() and "restarting in" in log.read_text()

@@ -172,12 +172,14 @@ class Source:
 
 
 def make_source(url: str, servers: str, config: dict[str, Any], partitions: int = 2, *,
-                create_topic: bool = True, external_content: bool = False) -> Source:
+                create_topic: bool = True, external_content: bool = False,
+                prefix: str | None = None) -> Source:
     """A fresh ``posts_*`` table (id, title, content, views) with a vectorizer on it.
 
     ``create_topic=False`` leaves the topic to a connector under test; ``external_content``
     stores ``content`` uncompressed, so a long value really goes out of line and pgoutput sends
-    it as unchanged TOAST on updates that do not touch it.
+    it as unchanged TOAST on updates that do not touch it. ``prefix``: the topic prefix (a fresh
+    one by default); sources sharing one are served by one worker.
     """
     table = f"posts_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as conn:
@@ -187,7 +189,8 @@ def make_source(url: str, servers: str, config: dict[str, Any], partitions: int 
             conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN content SET STORAGE EXTERNAL")
                          .format(sql.Identifier(table)))
     vectorizer_id = create_vectorizer(url, table, config)
-    source = Source(url, servers, table, f"t{uuid.uuid4().hex[:6]}", vectorizer_id, config, partitions)
+    source = Source(url, servers, table, prefix or f"t{uuid.uuid4().hex[:6]}", vectorizer_id,
+                    config, partitions)
     if not create_topic:
         return source
     admin = KafkaAdminClient(bootstrap_servers=servers)
@@ -201,7 +204,7 @@ def make_source(url: str, servers: str, config: dict[str, Any], partitions: int 
 @contextmanager
 def worker(source: Source, *extra: str, env: dict[str, str] | None = None,
            log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """`vectorizer worker` (the supervisor) as a separate process; SIGTERM on exit."""
+    """`vectorizer worker` as a separate process; SIGTERM on exit."""
     process = start_worker(source, *extra, env=env, log=log)
     try:
         yield process

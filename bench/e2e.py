@@ -144,9 +144,9 @@ def read_topic(bootstrap_servers: str, topic: str, tracker: Tracker) -> None:
                 with tracker.lock:
                     for records in batches.values():
                         for record in records:
-                            if record.value:
-                                key = orjson.loads(record.value)["key"]["id"]
-                                tracker.in_kafka.setdefault(int(key), now)
+                            event = orjson.loads(record.value) if record.value else None
+                            if event and event.get("key"):  # a row change (not a truncate)
+                                tracker.in_kafka.setdefault(int(event["key"]["id"]), now)
         finally:
             await consumer.stop()
 

@@ -20,7 +20,15 @@ import click
 
 from connector.service import Connector, ConnectorSettings
 from pgai_orm.names import DEFAULT_TOPIC_PREFIX, SLOT_PREFIX
-from pgai_orm.runtime.logs import LOG_FORMATS, setup_logging
+from pgai_orm.runtime.logs import setup_logging
+from pgai_orm.runtime.options import (
+    database_url_option,
+    kafka_option,
+    log_format_option,
+    log_level_option,
+    metrics_port_option,
+    option,
+)
 
 __all__ = ["SnapshotProgress", "connector_command"]
 
@@ -106,56 +114,65 @@ class SnapshotProgress:
 
 
 @click.command(name="connector")
-@click.option("--database-url", envvar="DATABASE_URL", required=True,
-              help="postgresql:// URL of the database whose vectorizers are streamed ($DATABASE_URL).")
-@click.option("--bootstrap-servers", "--kafka-bootstrap-servers", "bootstrap_servers",
-              envvar="KAFKA_BOOTSTRAP_SERVERS", required=True,
-              help="Kafka bootstrap servers, host:port[,...] ($KAFKA_BOOTSTRAP_SERVERS).")
-@click.option("--slot", envvar="VECTORIZER_SLOT", default=None,
-              help=f"Replication slot name (must start with '{SLOT_PREFIX}'; default {SLOT_PREFIX}_<database>).")
-@click.option("--topic-prefix", envvar="VECTORIZER_TOPIC_PREFIX", default=DEFAULT_TOPIC_PREFIX,
-              show_default=True)
-@click.option("--partitions", envvar="VECTORIZER_PARTITIONS", type=click.IntRange(min=1), default=6,
-              show_default=True, help="Partitions of each new topic.")
-@click.option("--replication-factor", envvar="VECTORIZER_REPLICATION_FACTOR", type=click.IntRange(min=1),
-              default=1, show_default=True, help="Replication factor of each new topic (3 in production).")
-@click.option("--metrics-port", envvar="VECTORIZER_CONNECTOR_METRICS_PORT", type=int, default=None,
-              help="Serve Prometheus metrics on this port.")
-@click.option("--catalog-poll", type=float, default=1.0, show_default=True,
-              help="Seconds between catalog reads (new and dropped vectorizers).")
-@click.option("--broker-check", type=float, default=5.0, show_default=True,
-              help="Seconds between checks that the broker still has the topics.")
-@click.option("--snapshot-chunk", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="Rows per snapshot chunk (progress is recorded per chunk).")
-@click.option("--log-level", default="INFO", show_default=True)
-@click.option("--log-format", envvar="VECTORIZER_LOG_FORMAT", type=click.Choice(LOG_FORMATS),
-              default="text", show_default=True,
-              help="text lines, or one JSON object per line ($VECTORIZER_LOG_FORMAT).")
+@database_url_option(help="PostgreSQL URL of the database whose vectorizers are streamed:"
+                     " postgresql://... (SQLAlchemy's postgresql+psycopg://... works too).")
+@kafka_option(hidden_aliases=("--bootstrap-servers",))
+@option("--slot", envvar="VECTORIZER_SLOT", default=None,
+        help=f"Replication slot name (must start with '{SLOT_PREFIX}'; default {SLOT_PREFIX}_<database>).")
+@option("--topic-prefix", envvar="VECTORIZER_TOPIC_PREFIX", default=DEFAULT_TOPIC_PREFIX,
+        show_default=True, help="First part of the topic names; the workers must use the same.")
+@option("--partitions", envvar="VECTORIZER_PARTITIONS", type=click.IntRange(min=1), default=6,
+        show_default=True, help="Partitions of each new topic: the most workers that share one"
+        " vectorizer's topic (the one partition setting; existing topics keep theirs).")
+@option("--replication-factor", envvar="VECTORIZER_REPLICATION_FACTOR", type=click.IntRange(min=1),
+        default=1, show_default=True, help="Replication factor of each new topic (3 in production).")
+@metrics_port_option("connector")
+@option("--poll-interval", "--catalog-poll", "poll_interval", hidden_aliases=("--catalog-poll",),
+        type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+        help="Seconds between catalog reads (new and dropped vectorizers).")
+@option("--broker-check-interval", "--broker-check", "broker_check_interval",
+        hidden_aliases=("--broker-check",), type=click.FloatRange(min=0, min_open=True),
+        default=5.0, show_default=True,
+        help="Seconds between checks that the broker still has the topics.")
+@option("--snapshot-chunk", type=click.IntRange(min=1), default=5000, show_default=True,
+        help="Rows per snapshot chunk (progress is recorded per chunk).")
+@option("--max-retry-delay", envvar="VECTORIZER_MAX_RETRY_DELAY",
+        type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+        help="Seconds: the cap of the exponential backoff (1, 2, 4, ... s) while the database or"
+        " the broker cannot be reached.")
+@log_level_option()
+@log_format_option()
 def connector_command(
     database_url: str, bootstrap_servers: str, slot: str | None, topic_prefix: str,
-    partitions: int, replication_factor: int, metrics_port: int | None, catalog_poll: float,
-    broker_check: float, snapshot_chunk: int, log_level: str, log_format: str,
+    partitions: int, replication_factor: int, metrics_port: int | None, poll_interval: float,
+    broker_check_interval: float, snapshot_chunk: int, max_retry_delay: float, log_level: str,
+    log_format: str,
 ) -> None:
     """Stream source-table changes of one database from a replication slot into Kafka."""
     if slot is not None and not slot.startswith(SLOT_PREFIX):
         raise click.BadParameter(f"must start with {SLOT_PREFIX!r} (drop_vectorizer cleans those up)",
                                  param_hint="--slot")
     setup_logging(log_format, log_level)
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    connector = Connector(ConnectorSettings(
-        database_url=database_url, bootstrap_servers=bootstrap_servers, slot=slot,
-        topic_prefix=topic_prefix, partitions=partitions, replication_factor=replication_factor,
-        metrics_port=metrics_port, catalog_poll_s=catalog_poll, broker_check_s=broker_check,
-        snapshot_chunk_rows=snapshot_chunk,
-    ))
-    progress = SnapshotProgress(bars=log_format == "text" and sys.stderr.isatty())
-    connector.metrics.on_snapshot(progress)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # their failures: one line of ours
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
-        connector.stop.set()
+        stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    connector = Connector(ConnectorSettings(
+        database_url=database_url, bootstrap_servers=bootstrap_servers, slot=slot,
+        topic_prefix=topic_prefix, partitions=partitions, replication_factor=replication_factor,
+        metrics_port=metrics_port or None, catalog_poll_s=poll_interval,
+        broker_check_s=broker_check_interval, snapshot_chunk_rows=snapshot_chunk,
+        retry_max_s=max_retry_delay,
+    ), stop=stop)
+    if stop.is_set():  # stopped while waiting for the database
+        return
+    progress = SnapshotProgress(bars=log_format == "text" and sys.stderr.isatty())
+    connector.metrics.on_snapshot(progress)
     with progress.active():
         connector.run()
 

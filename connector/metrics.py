@@ -1,8 +1,9 @@
 """Prometheus metrics of the connector (served on ``--metrics-port``).
 
 Why these: slot lag in bytes is the one number that says WAL is piling up on the database
-(an orphaned or stuck connector fills the disk); events/s and the last confirmed LSN say the
-pipeline moves; snapshot progress says how long until a new vectorizer has all rows; snapshots
+(an orphaned or stuck connector fills the disk); the events counter (``rate()`` of it is the
+events/s) and the last confirmed LSN say the pipeline moves; snapshot progress against the
+table's rows says how long until a new vectorizer has all rows; snapshots
 by reason and slot re-creations say that a lifecycle event (slot dropped or invalidated, broker
 loss, vectorizer or table created again) made the connector resync tables.
 
@@ -16,14 +17,23 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    start_http_server,
+)
 
 __all__ = ["ConnectorMetrics", "SnapshotListener"]
 
 logger = logging.getLogger(__name__)
+
+# Names follow the Prometheus naming guide: counters end in _total (added by the client), gauges
+# never do; no _created series (a timestamp per counter that no dashboard reads).
+disable_created_metrics()
 
 #: ``listener(table, rows_done, rows_total_estimate_or_None, finished)``
 SnapshotListener = Callable[[str, int, "int | None", bool], None]
@@ -50,19 +60,15 @@ class ConnectorMetrics:
             "Events published to Kafka (stream and snapshot)",
             ["slot", "source"], registry=self.registry,
         )
-        self.events_per_second = Gauge(
-            "vectorizer_connector_events_per_second",
-            "Events acknowledged by Kafka per second over the last interval",
-            ["slot"], registry=self.registry,
-        ).labels(**labels)
         self.snapshot_rows = Gauge(
             "vectorizer_connector_snapshot_rows",
             "Rows of the running initial snapshot published and acknowledged",
             ["slot", "table"], registry=self.registry,
         )
-        self.snapshot_rows_total = Gauge(
-            "vectorizer_connector_snapshot_rows_total",
-            "Estimated rows of the table being snapshotted",
+        self.snapshot_table_rows = Gauge(
+            "vectorizer_connector_snapshot_table_rows",
+            "Rows of the table being snapshotted: the planner's estimate while the snapshot runs,"
+            " the exact count (the rows it read) once it is done",
             ["slot", "table"], registry=self.registry,
         )
         self.snapshots = Counter(
@@ -86,9 +92,6 @@ class ConnectorMetrics:
         self._listeners: list[SnapshotListener] = []
         self._last_snapshot: tuple[str, int, int | None] | None = None
         self._lock = threading.Lock()
-        self._last_sent = 0
-        self._last_time = time.monotonic()
-        self._rate = 0.0
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
@@ -118,20 +121,10 @@ class ConnectorMetrics:
     def recreated_slot(self, reason: str) -> None:
         self.slot_recreated.labels(slot=self._slot, reason=reason).inc()
 
-    def update_rate(self, acked_total: int) -> float:
-        now = time.monotonic()
-        elapsed = now - self._last_time
-        if elapsed < 1.0:
-            return self._rate
-        self._rate = (acked_total - self._last_sent) / elapsed
-        self._last_sent, self._last_time = acked_total, now
-        self.events_per_second.set(self._rate)
-        return self._rate
-
     def snapshot(self, table: str, done: int, total: int | None) -> None:
         self.snapshot_rows.labels(slot=self._slot, table=table).set(done)
         if total is not None:
-            self.snapshot_rows_total.labels(slot=self._slot, table=table).set(total)
+            self.snapshot_table_rows.labels(slot=self._slot, table=table).set(total)
         with self._lock:
             self._last_snapshot = (table, done, total)
         self._notify(table, done, total, False)

@@ -6,8 +6,10 @@ this module keeps sessions going.
 Only one connector per slot runs: :meth:`Connector.run` first takes a session-level advisory
 lock keyed by the slot name (:func:`pgai_orm.names.connector_lock_key`) and, while another
 process holds it, retries every second as a hot standby. Any error ends the session
-(connections, producer, snapshot thread) and a new one starts after a second from the slot's
-confirmed LSN and the recorded snapshot progress: at-least-once, nothing lost. A broker that
+(connections, producer, snapshot thread) and a new one starts from the slot's confirmed LSN and
+the recorded snapshot progress (at-least-once, nothing lost) after an exponential backoff (1, 2,
+4, ... s, at most ``retry_max_s``); a database or broker that cannot be reached is one WARNING
+line per try naming it and the setting to check, not a traceback. A broker that
 lost topics starts a new session at once (fresh producer metadata) that snapshots those tables
 again. A slot that is gone or was invalidated is seen by the next session's first catalog poll,
 which creates it again and resyncs every table (:mod:`connector.session`): a session that fails
@@ -32,6 +34,9 @@ from connector.slots import Slot, SlotHealth
 from connector.state import SlotRecord, StateStore, state_exists
 from pgai_orm.errors import InvariantError
 from pgai_orm.names import connector_lock_key, default_slot_name
+from pgai_orm.runtime.backoff import Backoff
+from pgai_orm.runtime.failures import describe_unreachable, one_line
+from pgai_orm.runtime.urls import describe_database
 
 __all__ = ["Connector", "ConnectorSettings", "slot_state", "status"]
 
@@ -48,27 +53,42 @@ def _current_database(conn: psycopg.Connection[Any]) -> str:
 class Connector:
     """Runs sessions on the slot for as long as ``stop`` is not set (see the module doc)."""
 
-    def __init__(self, settings: ConnectorSettings) -> None:
+    def __init__(self, settings: ConnectorSettings, stop: threading.Event | None = None) -> None:
         self.settings = settings
+        self.stop = stop or threading.Event()
+        self.backoff = Backoff(cap=settings.retry_max_s)
         self.database: str = self._database_name(settings.database_url)
         self.slot = settings.slot or default_slot_name(self.database)
         self.metrics = ConnectorMetrics(self.slot)
-        self.stop = threading.Event()
         self._resnapshot: set[TableId] = set()
 
-    @staticmethod
-    def _database_name(url: str, wait_s: float = 120.0) -> str:
-        """The database's name; a database that is restarting is waited for (like ``run`` does)."""
-        deadline = time.monotonic() + wait_s
+    def _unreachable(self, exc: BaseException) -> str | None:
+        """One line naming what cannot be reached and what to check (None: not that kind)."""
+        return describe_unreachable(exc, database_url=self.settings.database_url,
+                                    bootstrap_servers=self.settings.bootstrap_servers)
+
+    def _retry_later(self, message: str) -> None:
+        delay = self.backoff.next_delay()
+        logger.warning("%s; retrying in %.0f s", message, delay)
+        self.stop.wait(delay)
+
+    def _database_name(self, url: str) -> str:
+        """The database's name; waits (backoff, one line per try) until the database answers.
+
+        Returns ``""`` when stopped while waiting (the caller then does not run)."""
+        logger.info("connector starting: waiting for the database %s", describe_database(url))
         while True:
             try:
                 with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-                    return _current_database(conn)
-            except psycopg.OperationalError:
-                if time.monotonic() >= deadline:
-                    raise
-                logger.warning("database unreachable at start, retrying", exc_info=True)
-                time.sleep(1.0)
+                    name = _current_database(conn)
+                    self.backoff.reset()
+                    return name
+            except psycopg.OperationalError as exc:
+                if self.stop.is_set():
+                    return ""
+                self._retry_later(self._unreachable(exc) or one_line(exc))
+                if self.stop.is_set():
+                    return ""
 
     def _acquire_lock(self) -> psycopg.Connection[Any] | None:
         """Hold the slot's advisory lock on a session connection; None once stopped."""
@@ -92,14 +112,14 @@ class Connector:
         while not self.stop.is_set():
             try:
                 lock = self._acquire_lock()
-            except psycopg.OperationalError:
-                logger.warning("database unreachable, retrying", exc_info=True)
-                self.stop.wait(1.0)
+            except psycopg.OperationalError as exc:
+                self._retry_later(self._unreachable(exc) or one_line(exc))
                 continue
             if lock is None:
                 return
             self.metrics.active.set(1)
-            logger.info("connector active on slot %s", self.slot)
+            logger.info("connector active on slot %s of database %s; Kafka %s", self.slot,
+                        self.database, self.settings.bootstrap_servers)
             try:
                 self._serve()
             finally:
@@ -107,9 +127,14 @@ class Connector:
                 lock.close()
 
     def _serve(self) -> None:
-        """Sessions, one after the other, while this process holds the lock."""
+        """Sessions, one after the other, while this process holds the lock.
+
+        A failure to reach the database or the broker is one WARNING line and a retry after
+        an exponential backoff (reset once a session ran for the backoff's cap); any other
+        failure is logged with its traceback and retried the same way."""
         while not self.stop.is_set():
             session: Session | None = None
+            started = time.monotonic()
             try:
                 session = Session(self.settings, self.slot, self.database, self.metrics, self.stop,
                                   self._resnapshot)
@@ -121,15 +146,20 @@ class Connector:
                     session.close(graceful=False)
                     session = None
                 continue
-            except Exception:  # every failure resumes from the slot
-                logger.exception("connector session failed; resuming from the slot in 1 s")
+            except Exception as exc:  # every failure resumes from the slot
                 if session is not None:
                     try:
                         session.close(graceful=False)
-                    except Exception:  # the failure is logged above; this is cleanup
+                    except Exception:  # the failure is logged below; this is cleanup
                         logger.debug("close after failure failed", exc_info=True)
                     session = None
-                self.stop.wait(1.0)
+                if time.monotonic() - started >= self.backoff.cap:
+                    self.backoff.reset()  # it ran a while: this is a new outage
+                message = self._unreachable(exc)
+                if message is None:
+                    logger.exception("connector session failed; resuming from the slot")
+                    message = "connector session failed (traceback above)"
+                self._retry_later(message)
                 return  # re-take the lock: a standby may have the slot now
             finally:
                 if session is not None:

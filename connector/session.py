@@ -34,6 +34,7 @@ from typing import Any
 import psycopg
 
 from connector.events import ChangeEncoder, Record, TableId, transaction_of
+from connector.lsn import format_lsn
 from connector.metrics import ConnectorMetrics
 from connector.pgoutput import (
     Begin,
@@ -157,6 +158,7 @@ class Session:
         self.runner: SnapshotRunner | None = None
         self.txn: Transaction | None = None
         self.confirmed = 0
+        self._idle_logged = False  # the "no vectorizer yet" line, once per idle spell
 
     # --- lifetime ---------------------------------------------------------------------------
 
@@ -198,7 +200,6 @@ class Session:
             else:
                 self.publisher.check()
                 self.stop.wait(0.1)
-            self.metrics.update_rate(self.publisher.sent)
 
     # --- catalog ----------------------------------------------------------------------------
 
@@ -225,7 +226,13 @@ class Session:
         action = slot_action(bool(self.tables), health.exists, self.stream is not None,
                              invalidated=health.invalidated)
         if action is SlotAction.IDLE:
+            if not self.tables and not self._idle_logged:
+                logger.info("no vectorizer in database %s yet: waiting for one (create it with"
+                            " op.create_vectorizer in an Alembic migration; the catalog is read"
+                            " every %g s)", self.database, self.s.catalog_poll_s)
+                self._idle_logged = True
             return
+        self._idle_logged = False
         if action is SlotAction.DROP:
             self.drop_slot()
             return
@@ -379,8 +386,8 @@ class Session:
                                         status_interval=self.s.status_interval_s)
         try:
             exported = export_snapshot(stream, self.slot, self.s.database_url)
-            logger.info("created slot %s: consistent at %X, restart at %X", self.slot.name,
-                        exported.consistent_lsn, exported.read_lsn)
+            logger.info("created slot %s: consistent at %s, restart at %s", self.slot.name,
+                        format_lsn(exported.consistent_lsn), format_lsn(exported.read_lsn))
             self._start_snapshot(tables, exported, {}, reasons, oids)
             self.floors = {t.id: exported.consistent_lsn for t in tables}
             self._start(stream, frozenset(pubs))
@@ -399,9 +406,9 @@ class Session:
         temp.drop_if_inactive()
         with ReplicationStream.open(self.s.database_url, temp.name, pubs) as tmp:
             exported = export_snapshot(tmp, temp, self.s.database_url, temporary=True)
-        logger.info("snapshot of %s at %X (read lsn %X) through a temporary slot",
+        logger.info("snapshot of %s at %s (read lsn %s) through a temporary slot",
                     {".".join(t.id): reasons.get(t.id, FIRST) for t in tables},
-                    exported.consistent_lsn, exported.read_lsn)
+                    format_lsn(exported.consistent_lsn), format_lsn(exported.read_lsn))
         self._start_snapshot(tables, exported, states, reasons, oids)
 
     def drop_slot(self) -> None:

@@ -26,3 +26,4 @@ class ConnectorSettings:
     batch_messages: int = 5000
     snapshot_chunk_rows: int = 5000
     lock_retry_s: float = 1.0
+    retry_max_s: float = 30.0  # cap of the backoff while the database or the broker is away

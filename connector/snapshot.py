@@ -83,6 +83,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.string import TextLoader
@@ -179,16 +180,22 @@ class TableReader:
             self._cursor.adapters.register_loader(column.type_code, TextLoader)
 
     def estimate_rows(self) -> int:
-        """``pg_class.reltuples``; of a partitioned table, its leaf partitions' sum (its own is -1
-        until the parent is analyzed by hand: autovacuum never does)."""
-        row = self.conn.execute(
-            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint"
-            "  FROM (SELECT format('%%I.%%I', %s::text, %s::text)::regclass AS oid) r"
-            "  JOIN pg_class c ON (c.oid = r.oid AND c.relkind <> 'p')"
-            "    OR c.oid IN (SELECT relid FROM pg_partition_tree(r.oid) WHERE isleaf)",
-            (self.schema, self.table),
-        ).fetchone()
-        return int(row[0]) if row else 0
+        """The planner's row estimate of the table (of a partitioned one, all its partitions).
+
+        Why the planner and not ``pg_class.reltuples``: reltuples is -1 (unknown) until the
+        table is first vacuumed or analyzed, so a freshly loaded table, the usual one to get a
+        vectorizer, had no total at all; the planner scales what statistics there are to the
+        table's current size and estimates from the size alone when there are none. The exact
+        number is the snapshot's own count when it finishes (``finish_snapshot``)."""
+        row = self.conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}.{}").format(
+            sql.Identifier(self.schema), sql.Identifier(self.table))).fetchone()
+        plan = row[0] if row else None
+        if isinstance(plan, str | bytes):
+            plan = orjson.loads(plan)
+        try:
+            return max(0, int(plan[0]["Plan"]["Plan Rows"]))  # type: ignore[index]
+        except (TypeError, KeyError, IndexError, ValueError):
+            return 0
 
     def _query(self, resume: bool, limit: int) -> sql.Composed:
         # Output columns get positional aliases and the table an alias: an ORDER BY on a bare
@@ -325,12 +332,15 @@ class SnapshotRunner(threading.Thread):
         reader = TableReader(self.conn, job.schema, job.table, job.key_columns)
         if job.rows_total is None:
             job.rows_total = reader.estimate_rows()
+            state.record_total(job.schema, job.table, job.rows_total)
         txn = Transaction(job.commit_lsn)  # a read event has no commit time or xid
         source = self.source
+        start = ("from the first row" if job.after is None
+                 else f"resuming after {job.rows_done} rows (key {job.after})")
         logger.info(
-            "snapshot of %s.%s (%s) at %s (read lsn %s) starts after %r",
+            "snapshot of %s.%s (%s) at %s (read lsn %s), about %s rows, %s",
             job.schema, job.table, job.reason, format_lsn(job.commit_lsn), format_lsn(job.read_lsn),
-            job.after,
+            "?" if job.rows_total is None else job.rows_total, start,
         )
         # One chunk in flight while the next is read and sent: a chunk's progress is recorded
         # once Kafka acknowledged it, and always after the chunk before it.
@@ -354,6 +364,7 @@ class SnapshotRunner(threading.Thread):
         if job.truncate_lsn is not None:  # after every row: see "Every snapshot is a full resync"
             self._send_truncate(job, job.truncate_lsn)
         state.finish_snapshot(job.schema, job.table)
+        job.rows_total = job.rows_done  # exact now
         if self.on_progress:
             self.on_progress(job, 0)
         logger.info("snapshot of %s.%s done: %d rows", job.schema, job.table, job.rows_done)

@@ -191,9 +191,19 @@ class StateStore:
             (orjson.dumps(after).decode(), rows_done, self.slot_name, schema, table),
         )
 
+    def record_total(self, schema: str, table: str, rows_total: int) -> None:
+        """The planner's estimate of the table's rows, for progress (``vectorizer status``)."""
+        self._conn.execute(
+            "UPDATE vectorizer.connector_tables SET rows_total = %s, updated_at = now()"
+            " WHERE slot_name = %s AND source_schema = %s AND source_table = %s",
+            (rows_total, self.slot_name, schema, table),
+        )
+
     def finish_snapshot(self, schema: str, table: str) -> None:
+        """The table streams now; its total becomes exact: the rows the snapshot read."""
         self._conn.execute(
             "UPDATE vectorizer.connector_tables SET status = 'streaming', snapshot_after = NULL,"
+            " rows_total = rows_done,"
             " updated_at = now() WHERE slot_name = %s AND source_schema = %s AND source_table = %s",
             (self.slot_name, schema, table),
         )

@@ -37,17 +37,17 @@ def _read_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 
 @click.group(name="vectorizer")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), envvar=CONFIG_ENV,
-              default=None, is_eager=True, expose_value=False, callback=_read_config,
+              show_envvar=True, default=None, is_eager=True, expose_value=False,
+              callback=_read_config,
               help="TOML file of settings: top-level keys for every command, a [connector],"
-              " [worker], ... table for one. Flags and environment variables win over it"
-              f" [env {CONFIG_ENV}].")
+              " [worker], ... table for one. Flags and environment variables win over it.")
 def main() -> None:
     """Streaming embeddings for PostgreSQL: logical replication -> Kafka -> processors -> pgvector."""
 
 
 @main.group(name="dev")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar=STATE_DIR_ENV,
-              default=None, help=f"Where the stack keeps its data (default: ./.state, or ${STATE_DIR_ENV}).")
+              show_envvar=True, default=None, help="Where the stack keeps its data (default: ./.state).")
 @click.pass_context
 def dev(ctx: click.Context, state_dir: Path | None) -> None:
     """The embedded dev stack: PostgreSQL 18 + pgvector and a Tansu Kafka broker on 127.0.0.1.
@@ -56,6 +56,19 @@ def dev(ctx: click.Context, state_dir: Path | None) -> None:
     fsync is off, and the broker keeps topics in memory (lost on `down`).
     """
     ctx.obj = state_dir
+
+
+def _subcommand_state_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.obj = value
+
+
+#: ``--state-dir`` after the subcommand too (``vectorizer dev up --state-dir X``), the way the
+#: operator commands take it; before it (``vectorizer dev --state-dir X up``) still works.
+_state_dir_after = click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    expose_value=False, callback=_subcommand_state_dir,
+    help="Where the stack keeps its data (same as `vectorizer dev --state-dir`).")
 
 
 def _fail(exc: InfraError) -> None:
@@ -76,6 +89,7 @@ def _stack(ctx: click.Context, pg_port: int | None = None,
               help="PostgreSQL port; fails if taken (default: the last one if free, else any free one).")
 @click.option("--kafka-port", type=int, default=None,
               help="Broker port; fails if taken (default: the last one if free, else any free one).")
+@_state_dir_after
 @click.pass_context
 def up(ctx: click.Context, pg_port: int | None, kafka_port: int | None) -> None:
     """Start PostgreSQL and the broker (reuses a stack that already runs)."""
@@ -91,6 +105,7 @@ def up(ctx: click.Context, pg_port: int | None, kafka_port: int | None) -> None:
 
 
 @dev.command()
+@_state_dir_after
 @click.pass_context
 def down(ctx: click.Context) -> None:
     """Drop the cluster's logical replication slots and stop both services."""
@@ -105,6 +120,7 @@ def down(ctx: click.Context) -> None:
 
 
 @dev.command()
+@_state_dir_after
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """Show what runs; exit status 1 when a service is down."""
@@ -117,6 +133,7 @@ def status(ctx: click.Context) -> None:
 
 
 @dev.command()
+@_state_dir_after
 @click.pass_context
 def env(ctx: click.Context) -> None:
     """Print KEY=value lines for the running stack: use `export $(vectorizer dev env)`."""
@@ -127,10 +144,39 @@ def env(ctx: click.Context) -> None:
         click.echo(f"{key}={value}")
 
 
+#: The extra (pyproject.toml) that installs what a plugin module imports beyond the base.
+PLUGIN_EXTRAS = {"connector.cli": "connector", "processors.cli": "worker",
+                 "infra.ops.commands": "pipeline", "infra.demo": "demo"}
+_OUR_PACKAGES = ("connector", "processors", "pgai_orm", "infra")
+
+
+def _missing_extra_command(name: str, extra: str, missing: str) -> click.Command:
+    """Stands in for a command whose optional dependencies are not installed: it says which
+    extra installs them (a plugin never vanishes silently)."""
+
+    @click.command(name=name, context_settings={"ignore_unknown_options": True},
+                   add_help_option=False, help=f"(needs: pip install 'pg-stream-vectorizer[{extra}]')")
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def unavailable(args: tuple[str, ...]) -> None:
+        raise click.ClickException(
+            f"`vectorizer {name}` needs the '{extra}' extra ({missing} is not installed):"
+            f" pip install 'pg-stream-vectorizer[{extra}]'")
+
+    return unavailable
+
+
 def _load_plugins() -> None:
     for spec in PLUGIN_COMMANDS:
         module_name, attr = spec.split(":")
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if missing in _OUR_PACKAGES or module_name not in PLUGIN_EXTRAS:
+                raise  # a broken plugin, not a missing extra: fail loudly
+            name = attr.removesuffix("_command").replace("_", "-")
+            main.add_command(_missing_extra_command(name, PLUGIN_EXTRAS[module_name], missing))
+            continue
         main.add_command(getattr(module, attr))
 
 

@@ -46,6 +46,12 @@ QUERIES = (
     "running tasks concurrently with threads",
     "how do for loops and iterators work",
 )
+#: Exact identifiers (where keywords shine), then words both rankings agree on; both are in
+#: the first 40 documents (``--documents 40``).
+HYBRID_QUERIES = (
+    "add_argument store_true",
+    "configuration file sections and options",
+)
 
 
 def say(text: str = "") -> None:
@@ -156,7 +162,9 @@ def wait_for(condition: Callable[[], bool], timeout: float, services: PipelineSe
 # -- the narrated steps ---------------------------------------------------------------------------
 
 def show_search(session: Any, model: Any, query: str, limit: int = 5) -> list[Any]:
-    results = model.content_embeddings.search(session, query, limit=limit)
+    # one hit per post: a long post has several close chunks, and a top five of one post
+    # repeated says less than five posts
+    results = model.content_embeddings.search(session, query, limit=limit, group_by_parent=True)
     say(f'\n  search: "{query}"')
     if not results:
         say("    (no results)")
@@ -164,6 +172,20 @@ def show_search(session: Any, model: Any, query: str, limit: int = 5) -> list[An
         snippet = " ".join(hit.chunk.split())[:70]
         say(f"    {rank}. distance {hit.distance:.3f}  #{hit.parent.id:<4} {hit.parent.title}")
         say(f"       {snippet}...")
+    return list(results)
+
+
+def show_hybrid_search(session: Any, model: Any, query: str, limit: int = 5) -> list[Any]:
+    """Keyword and vector rankings fused (RRF), one hit per post, with the chunks that matched."""
+    results = model.content_embeddings.search(session, query, mode="hybrid", limit=limit,
+                                              group_by_parent=True, chunks_per_parent=2)
+    say(f'\n  hybrid search (keywords + vectors), one hit per post: "{query}"')
+    if not results:
+        say("    (no results)")
+    for rank, hit in enumerate(results, 1):
+        say(f"    {rank}. score {hit.score:.4f}  #{hit.id:<4} {hit.parent.title}"
+            f"  (best {len(hit.chunks)} of its chunks)")
+        say(f"       {' '.join(hit.chunk.split())[:70]}...")
     return list(results)
 
 
@@ -305,11 +327,16 @@ def run_demo(state_dir: Path, documents: int | None, workers: int, keep_running:
         engine = create_engine(sqlalchemy_url(database_url))
         factory = sessionmaker(engine)
         with _narrated_step(5, "Semantic search through the ORM: "
-                               "BlogPost.content_embeddings.search(session, text, limit=5)"):
+                               "BlogPost.content_embeddings.search(session, text, limit=5, "
+                               "group_by_parent=True)"):
             say("    (the query is embedded with the vectorizer's own model; smaller distance = closer)")
             with factory() as session:
                 for query in QUERIES:
                     show_search(session, BlogPost, query)
+                say("\n    mode=\"hybrid\" fuses that ranking with a full-text one (the store's "
+                    "keyword index): exact names count too; higher score = better")
+                for query in HYBRID_QUERIES:
+                    show_hybrid_search(session, BlogPost, query)
 
         with _narrated_step(6, "Changing the source table: the store follows every commit"):
             follow_changes(conn, factory, BlogPost, vz, services, timeout)
@@ -317,12 +344,14 @@ def run_demo(state_dir: Path, documents: int | None, workers: int, keep_running:
 
         if keep_running:
             keep = True
-            record(state_dir, services)
-            say("\n[7] Everything keeps running (--keep-running). Connect with:")
+            record(state_dir, services, database=DEMO_DATABASE)
+            say("\n[7] Everything keeps running (--keep-running). Look at it with:")
+            say(f"    vectorizer status --state-dir {state_dir}   # rows, chunks, lag, errors")
+            say("  or, from any shell or tool, connect with:")
             say(f"    export DATABASE_URL={database_url}")
             say(f"    export KAFKA_BOOTSTRAP_SERVERS={info.kafka_bootstrap_servers}")
             say(f"    psql {database_url} -c 'SELECT count(*) FROM {vz.store}'")
-            say("    vectorizer status          # rows, chunks, lag, errors per vectorizer")
+            say("    vectorizer status          # with the two exports above")
             say(f"    stop it all: vectorizer demo --stop --state-dir {state_dir}")
     finally:
         if engine is not None:

@@ -127,9 +127,24 @@ class PipelineServices:
         return {s.name: s.pid for s in self.services if s.pid is not None}
 
 
-def record(state_dir: Path, services: PipelineServices) -> None:
-    """Write the pids of ``services`` to ``state_dir``, for a later :func:`stop_recorded`."""
-    (state_dir / DEMO_STATE_FILE).write_text(json.dumps({"services": services.pids()}) + "\n")
+def record(state_dir: Path, services: PipelineServices, database: str | None = None) -> None:
+    """Write the pids of ``services`` to ``state_dir``, for a later :func:`stop_recorded`, and
+    the name of the database they serve, for :func:`recorded_database`."""
+    data: dict[str, object] = {"services": services.pids()}
+    if database is not None:
+        data["database"] = database
+    (state_dir / DEMO_STATE_FILE).write_text(json.dumps(data) + "\n")
+
+
+def recorded_database(state_dir: Path) -> str | None:
+    """The database a recorded run (the demo) serves on the stack in ``state_dir``, if any: the
+    operator commands given only ``--state-dir`` report on it, not on the server's default
+    ``postgres`` database."""
+    try:
+        name = json.loads((state_dir / DEMO_STATE_FILE).read_text()).get("database")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name else None
 
 
 def stop_recorded(state_dir: Path) -> list[str]:

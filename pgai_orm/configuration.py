@@ -10,6 +10,7 @@ through ``to_dict``/``from_dict`` (the catalog's JSON) and ``repr`` (rendered mi
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ __all__ = [
     "LoadingConfig",
     "OPENAI_NATIVE_DIMENSIONS",
     "ProcessingConfig",
+    "TextIndexingConfig",
+    "TextIndexingFullTextConfig",
+    "TextIndexingNoneConfig",
     "VectorizerConfig",
     "WORDLLAMA_DIMENSIONS",
     "config_from_dict",
@@ -357,6 +361,50 @@ class IndexingHnswConfig(ConfigBase):
 IndexingConfig = IndexingNoneConfig | IndexingHnswConfig
 LoadingConfig = LoadingColumnConfig
 
+# --------------------------------------------------------------------------- text indexing
+# pgai's open pull request for keyword search (timescale/pgai#908) adds ``text_indexing =>
+# ai.text_indexing_bm25(text_config, ...)`` / ``ai.text_indexing_none()``. The embedded Postgres
+# has no BM25 extension, so the index here is Postgres' own full-text search; the parameter and
+# the language field keep pgai's names (``text_indexing``, ``text_config``).
+
+#: A text search configuration name as ``regconfig`` reads it: ``english`` or ``schema.name``.
+_REGCONFIG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?")
+
+
+def _regconfig_name(value: Any) -> str:
+    """A plain identifier; whether the configuration exists is checked by the catalog function."""
+    name = non_empty_str(value)
+    if not _REGCONFIG_NAME.fullmatch(name):
+        raise _Invalid(f"must be a text search configuration name such as 'english' or "
+                       f"'simple', got {value!r}")
+    return name
+
+
+@dataclass(frozen=True, repr=False)
+class TextIndexingNoneConfig(ConfigBase):
+    """``ai.text_indexing_none``: no keyword index; only ``mode="vector"`` search works."""
+
+    implementation: ClassVar[str] = "none"
+
+
+@dataclass(frozen=True, repr=False)
+class TextIndexingFullTextConfig(ConfigBase):
+    """A keyword index of every chunk: ``chunk_tsv tsvector GENERATED ALWAYS AS (to_tsvector(
+    text_config, chunk)) STORED`` plus a GIN index, in the store table itself.
+
+    A generated column, so the workers write nothing new and an existing store gets it in place
+    (``alter_vectorizer(text_indexing=...)``, no re-embedding). ``text_config`` is the Postgres
+    text search configuration (language: stemming and stop words); ``"simple"`` only lower-cases,
+    which suits identifiers and mixed languages.
+    """
+
+    implementation: ClassVar[str] = "full_text"
+
+    text_config: str = field(_regconfig_name, "english")
+
+
+TextIndexingConfig = TextIndexingNoneConfig | TextIndexingFullTextConfig
+
 # --------------------------------------------------------------------------- processing
 
 
@@ -380,6 +428,8 @@ _CLASSES: dict[str, dict[str | None, type[ConfigBase]]] = {
     "formatting": {c.implementation: c for c in (
         FormattingPythonTemplateConfig, FormattingChunkValueConfig)},
     "indexing": {c.implementation: c for c in (IndexingNoneConfig, IndexingHnswConfig)},
+    "text_indexing": {c.implementation: c for c in (TextIndexingNoneConfig,
+                                                    TextIndexingFullTextConfig)},
     "loading": {c.implementation: c for c in (LoadingColumnConfig,)},
     "processing": {None: ProcessingConfig},
 }
@@ -426,6 +476,8 @@ class VectorizerConfig(ConfigBase):
     indexing: IndexingConfig = field(
         instance_of(*_CLASSES["indexing"].values()), IndexingNoneConfig())
     processing: ProcessingConfig = field(instance_of(ProcessingConfig), ProcessingConfig())
+    text_indexing: TextIndexingConfig = field(
+        instance_of(*_CLASSES["text_indexing"].values()), TextIndexingNoneConfig())
 
     def _validate(self) -> None:
         chunk_column = self.chunking.chunk_column

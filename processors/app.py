@@ -60,6 +60,7 @@ from processors.pipeline import (
     VersionSpec,
 )
 from processors.store import StalePlanError
+from processors.stream_batches import quiet_batches
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -462,8 +463,8 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
             await ack(events)
 
         try:
-            # StreamT (faust's protocol) lacks noack_take, which faust.Stream has
-            batches = stream.noack_take(settings.batch_size, within=settings.batch_within)  # type: ignore[attr-defined]
+            # cut when the stream goes quiet: a lone change does not wait out batch_within
+            batches = quiet_batches(stream, settings.batch_size, settings.batch_within)
             async for events in batches:
                 values = [e.message.value for e in events]
                 keys = [e.message.key for e in events]

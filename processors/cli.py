@@ -36,7 +36,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from pgai_orm.errors import InvariantError
-from pgai_orm.runtime.logs import LOG_FORMATS, setup_logging
+from pgai_orm.runtime.logs import setup_logging
+from pgai_orm.runtime.options import (
+    database_url_option,
+    kafka_option,
+    log_format_option,
+    log_level_option,
+    metrics_port_option,
+    option,
+)
 from pgai_orm.runtime.processes import stop_process
 
 if TYPE_CHECKING:
@@ -45,7 +53,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("processors.worker")
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: The environment variable that hands the fetch wait (ms) to processors.faust_transport.
+FETCH_MAX_WAIT_ENV = "VECTORIZER_FETCH_MAX_WAIT_MS"
 #: Seconds before restarting a worker process that exited; doubles up to the cap.
 FIRST_RESTART_S = 1.0
 MAX_RESTART_S = 60.0
@@ -176,64 +185,60 @@ def _run_engine(settings: WorkerSettings, poll_interval: float, loglevel: str,
 
 
 @click.command(name="worker")
-@click.option("--database-url", envvar="DATABASE_URL", required=True,
-              help="PostgreSQL URL of the database holding the vectorizers [env DATABASE_URL].")
-@click.option("--kafka-bootstrap-servers", "--bootstrap-servers", "bootstrap_servers", envvar="KAFKA_BOOTSTRAP_SERVERS",
-              required=True, help="host:port[,host:port] [env KAFKA_BOOTSTRAP_SERVERS].")
-@click.option("--topic-prefix", envvar="VECTORIZER_TOPIC_PREFIX", default="vectorizer",
-              show_default=True, help="Prefix of the connector's topics.")
-@click.option("--web-port", type=int, default=None,
-              help="faust web port of the first config version served (the next ones count up;"
-              " the next process starts after the ports of the first).")
-@click.option("--without-web", is_flag=True, help="Run no faust web server (the default).")
-@click.option("--concurrency", type=int, default=1, show_default=True,
-              help="Worker processes on this machine, each serving every config version.")
-@click.option("--batch-size", type=int, default=256, show_default=True,
-              help="Events per batch (stream.take).")
-@click.option("--batch-within", type=float, default=1.0, show_default=True,
-              help="Seconds to wait for a batch to fill.")
-@click.option("--session-timeout", type=float, default=30.0, show_default=True,
-              envvar="VECTORIZER_SESSION_TIMEOUT",
-              help="Kafka group session timeout in seconds (2-3 s against the embedded broker).")
-@click.option("--poll-interval", type=float, default=5.0, show_default=True,
-              help="Seconds between catalog polls for new or retired versions.")
-@click.option("--metrics-port", envvar="VECTORIZER_WORKER_METRICS_PORT", type=click.IntRange(min=0),
-              default=None, help="Serve Prometheus metrics of this supervisor and all its worker"
-              " processes on this port; 0 or unset: off [env VECTORIZER_WORKER_METRICS_PORT].")
-@click.option("--fetch-max-wait-ms", envvar="VECTORIZER_FETCH_MAX_WAIT_MS",
-              type=click.IntRange(0, 60_000), default=100, show_default=True,
-              help="Longest a fetch waits on an idle partition (faust hard-codes 1500; the "
-              "embedded broker holds every fetch that long) [env VECTORIZER_FETCH_MAX_WAIT_MS].")
-@click.option("--embedding-timeout", envvar="VECTORIZER_EMBEDDING_TIMEOUT",
-              type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Seconds one request to a remote embedding provider may take; a slower one "
-              "is a transient error, retried with backoff [env VECTORIZER_EMBEDDING_TIMEOUT].")
-@click.option("--log-level", "--loglevel", "loglevel", default="info", show_default=True,
-              type=click.Choice(LOG_LEVELS, case_sensitive=False),
-              help="Lowest level logged.")
-@click.option("--log-format", envvar="VECTORIZER_LOG_FORMAT", type=click.Choice(LOG_FORMATS),
-              default="text", show_default=True,
-              help="text lines, or one JSON object per line [env VECTORIZER_LOG_FORMAT].")
-@click.option("--engine", "engine_mode", is_flag=True, hidden=True,
-              help="Internal: be one worker process (the supervisor starts these).")
+@database_url_option()
+@kafka_option(hidden_aliases=("--bootstrap-servers",))
+@option("--topic-prefix", envvar="VECTORIZER_TOPIC_PREFIX", default="vectorizer",
+        show_default=True, help="Prefix of the connector's topics.")
+@option("--web-port", type=int, default=None,
+        help="faust web port of the first config version served (the next ones count up;"
+        " the next process starts after the ports of the first).")
+@option("--without-web", is_flag=True, help="Run no faust web server (the default).")
+@option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+        help="Worker processes on this machine, each serving every config version (1: this"
+        " process is the worker; more: a supervisor restarts any that dies).")
+@option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+        help="Most events per batch.")
+@option("--batch-within", type=click.FloatRange(min=0), default=1.0, show_default=True,
+        help="Longest a batch waits for more events after its first; a batch is cut sooner"
+        " when the stream goes quiet.")
+@option("--session-timeout", type=float, default=30.0, show_default=True,
+        envvar="VECTORIZER_SESSION_TIMEOUT",
+        help="Kafka group session timeout in seconds (2-3 s against the embedded broker).")
+@option("--poll-interval", type=float, default=5.0, show_default=True,
+        help="Seconds between catalog polls for new or retired versions.")
+@metrics_port_option("worker")
+@option("--fetch-max-wait", envvar="VECTORIZER_FETCH_MAX_WAIT",
+        type=click.FloatRange(0, 60), default=0.1, show_default=True,
+        help="Longest a fetch waits on an idle partition, in seconds (faust hard-codes 1.5; the"
+        " embedded broker holds every fetch that long).")
+@option("--fetch-max-wait-ms", "fetch_max_wait_ms", type=click.IntRange(0, 60_000), default=None,
+        hidden=True, help="Old spelling of --fetch-max-wait, in milliseconds.")
+@option("--embedding-timeout", envvar="VECTORIZER_EMBEDDING_TIMEOUT",
+        type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+        help="Seconds one request to a remote embedding provider may take; a slower one "
+        "is a transient error, retried with backoff.")
+@log_level_option(hidden_aliases=("--loglevel",))
+@log_format_option()
+@option("--engine", "engine_mode", is_flag=True, hidden=True,
+        help="Internal: be one worker process (the supervisor starts these).")
 def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
                    web_port: int | None, without_web: bool, concurrency: int, batch_size: int,
                    batch_within: float, session_timeout: float, poll_interval: float,
-                   metrics_port: int | None, fetch_max_wait_ms: int, embedding_timeout: float,
-                   loglevel: str, log_format: str, engine_mode: bool) -> None:
+                   metrics_port: int | None, fetch_max_wait: float,
+                   fetch_max_wait_ms: int | None, embedding_timeout: float, log_level: str,
+                   log_format: str, engine_mode: bool) -> None:
     """Embed every change of every vectorizer's source table into its embedding store."""
-    if concurrency < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--concurrency")
-    loglevel = loglevel.lower()
+    loglevel = log_level.lower()
+    wait_ms = fetch_max_wait_ms if fetch_max_wait_ms is not None else round(fetch_max_wait * 1000)
     # Read by processors.faust_transport in this process and, inherited, in every child.
-    os.environ["VECTORIZER_FETCH_MAX_WAIT_MS"] = str(fetch_max_wait_ms)
+    os.environ[FETCH_MAX_WAIT_ENV] = str(wait_ms)
     port = None if without_web else web_port
     # the URL may hold a password: children get it through the environment, not argv (ps)
     os.environ["DATABASE_URL"] = database_url
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers
     args = child_args(topic_prefix=topic_prefix, batch_size=batch_size, batch_within=batch_within,
                       session_timeout=session_timeout, poll_interval=poll_interval,
-                      fetch_max_wait_ms=fetch_max_wait_ms, embedding_timeout=embedding_timeout,
+                      fetch_max_wait_ms=wait_ms, embedding_timeout=embedding_timeout,
                       loglevel=loglevel, log_format=log_format)
     if "infra.cli" in sys.modules:  # `vectorizer worker`: shed every other command's imports
         _reexec(args, concurrency, port, metrics_port)

@@ -21,8 +21,9 @@ from typing import Any
 from faust.tables import TableManager as FaustTableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from processors.cli import FETCH_MAX_WAIT_ENV  # set there from --fetch-max-wait
+
 SCHEME = "vectorizer-kafka"
-FETCH_MAX_WAIT_ENV = "VECTORIZER_FETCH_MAX_WAIT_MS"
 DEFAULT_FETCH_MAX_WAIT_MS = 100
 
 

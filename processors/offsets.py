@@ -18,8 +18,8 @@ async def fetch_high_watermarks(bootstrap_servers: str, topic: str,
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
                                 enable_auto_commit=False, max_partition_fetch_bytes=1024)
-    await consumer.start()
-    try:
+    try:  # start() inside: a broker that cannot be reached must still close the consumer
+        await consumer.start()
         if topic not in await consumer.topics():
             return None
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -52,8 +52,8 @@ async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> d
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group,
                                 enable_auto_commit=False)
-    await consumer.start()
-    try:
+    try:  # start() inside: a broker that cannot be reached must still close the consumer
+        await consumer.start()
         await consumer.topics()
         offsets: dict[int, int] = {}
         for partition in sorted(consumer.partitions_for_topic(topic) or ()):

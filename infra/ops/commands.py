@@ -17,26 +17,35 @@ from typing import Any
 import click
 import psycopg
 
-from infra.ops.render import jsonable, render_errors, render_report
+from infra.ops.render import error_json, jsonable, render_errors, render_report
 from infra.ops.replay import start_replay, wait_for_activation
 from infra.ops.report import add_consumer_lags, read_report
+from infra.services import recorded_database
 from infra.stack import STATE_DIR_ENV, EmbeddedStack
-from infra.urls import libpq_url
+from infra.urls import libpq_url, with_database
 from pgai_orm.catalog.report import NoCatalogError, UnknownVectorizerError, read_errors
+from pgai_orm.runtime.failures import DATABASE_HINT
 from pgai_orm.runtime.logs import scrub
+from pgai_orm.runtime.options import database_url_option, kafka_option, option
+from pgai_orm.runtime.urls import describe_database
 
 __all__ = ["errors_command", "replay_command", "status_command"]
 
 
 def _resolve_database_url(database_url: str | None, state_dir: Path | None) -> str:
-    """``--database-url``/``$DATABASE_URL``, else the running embedded dev stack's database."""
+    """``--database-url``/``$DATABASE_URL``, else the running embedded dev stack's database:
+    the one a recorded run there serves (the demo's ``vectorizer_demo``), else ``postgres``."""
     if database_url:
         return database_url
     stack = EmbeddedStack(state_dir)
     if not stack.is_running():
+        where = f" in {state_dir}" if state_dir is not None else ""
         raise click.ClickException(
-            "no database: pass --database-url, set DATABASE_URL, or start `vectorizer dev up`")
-    return stack.info().database_url
+            f"no database: pass --database-url, set DATABASE_URL, or start the dev stack{where}"
+            " (`vectorizer dev up`, or `vectorizer demo --keep-running`)")
+    url = stack.info().database_url
+    name = recorded_database(stack.state_dir)
+    return with_database(url, name) if name else url
 
 
 @contextlib.contextmanager
@@ -47,24 +56,24 @@ def _database_errors(url: str) -> Iterator[None]:
         yield
     except psycopg.OperationalError as exc:
         reason = " ".join(str(exc).split())
-        raise click.ClickException(f"cannot reach the database {scrub(url)}: {scrub(reason)}") from None
+        raise click.ClickException(f"cannot reach the database {describe_database(url)}"
+                                   f" ({scrub(reason)}): {DATABASE_HINT}") from None
     except (NoCatalogError, UnknownVectorizerError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def _database_options(func: Any) -> Any:
-    func = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-                        envvar=STATE_DIR_ENV, default=None,
-                        help="Dev stack to ask when no database URL is given.")(func)
-    return click.option("--database-url", envvar="DATABASE_URL", default=None,
-                        help="PostgreSQL URL of the database holding the vectorizers "
-                             "[env DATABASE_URL; default: the running dev stack].")(func)
+    func = option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+                  envvar=STATE_DIR_ENV, default=None,
+                  help="Dev stack to ask when no database URL is given (default ./.state).")(func)
+    return database_url_option(
+        required=False, help="PostgreSQL URL of the database holding the vectorizers"
+        " (postgresql://... or postgresql+psycopg://...; default: the running dev stack's).")(func)
 
 
 @click.command(name="status")
 @_database_options
-@click.option("--kafka-bootstrap-servers", "bootstrap_servers", envvar="KAFKA_BOOTSTRAP_SERVERS",
-              default=None, help="Broker, to measure consumer lag [env KAFKA_BOOTSTRAP_SERVERS].")
+@kafka_option(required=False, help="Broker, to measure consumer lag (default: the dev stack's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def status_command(database_url: str | None, state_dir: Path | None, bootstrap_servers: str | None,
                    as_json: bool) -> None:
@@ -97,7 +106,7 @@ def errors_command(name: str | None, database_url: str | None, state_dir: Path |
         rows = read_errors(conn, name, limit)
     if as_json:
         for row in rows:
-            click.echo(json.dumps({k: jsonable(v) for k, v in row.items()}))
+            click.echo(json.dumps(error_json(row)))
         return
     if not rows:
         click.echo("no errors recorded")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pgai_orm.catalog.report import Report, SlotStatus
 
-__all__ = ["jsonable", "one_line", "render_errors", "render_report", "render_table", "slot_state"]
+__all__ = ["ERROR_KEYS", "error_json", "jsonable", "one_line", "render_errors", "render_report", "render_table", "slot_note", "slot_state"]
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -26,15 +26,26 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
                       *(line(r) for r in cells)])
 
 
+#: Width the text report is laid out for (a terminal's 100 columns): long explanations go on
+#: lines of their own below a table, not into its cells.
+REPORT_WIDTH = 100
+
+
 def render_report(report: Report) -> str:
-    """The human-readable form of ``vectorizer status``."""
+    """The human-readable form of ``vectorizer status`` (fits :data:`REPORT_WIDTH` columns for
+    names of ordinary length)."""
     out = [f"database {report.database}"]
     if report.slots:
         out.append("")
         out.append(render_table(
-            ["replication slot", "active", "confirmed LSN", "WAL not yet in Kafka (bytes)", "state"],
+            ["replication slot", "active", "confirmed LSN", "lag (bytes)", "state"],
             [[s.name, "yes" if s.active else "no", s.confirmed_flush_lsn, s.lag_bytes,
               slot_state(s)] for s in report.slots]))
+        for s in report.slots:
+            note = slot_note(s)
+            if note:
+                out.append(f"  slot {s.name} {slot_state(s)}: {note}")
+        out.append("  (lag: WAL written but not yet confirmed by the connector, i.e. not yet in Kafka)")
     else:
         out.append("no replication slot yet (the connector has not run against this database)")
     if not report.vectorizers:
@@ -42,32 +53,33 @@ def render_report(report: Report) -> str:
     for vz in report.vectorizers:
         out.append("")
         rows = "table dropped" if vz.source_rows is None else f"{vz.source_rows} rows"
-        out.append(f"vectorizer {vz.name}: source {vz.source} ({rows}), "
-                   f"serving version {vz.serving_version}, {vz.errors} errors")
-        out.append(f"  connector: {vz.connector}; topic {vz.topic}")
+        out.append(f"vectorizer {vz.name}: serving version {vz.serving_version}, {vz.errors} errors")
+        out.append(f"  source: {vz.source} ({rows})")
+        out.append(f"  connector: {vz.connector.describe()}")
+        out.append(f"  topic: {vz.topic}")
         for v in vz.versions:
+            out.append(f"  version {v.version} store: {v.store}")
             if v.start_error:
                 out.append(f"  version {v.version} cannot start: {v.start_error}")
         out.append(render_table(
-            ["version", "status", "store", "rows applied", "rows with chunks", "chunks",
-             "last applied LSN", "rows/s (1 min)", "consumer lag"],
-            [[v.version, v.status, v.store, v.rows_applied, v.rows_with_chunks, v.chunks,
+            ["version", "status", "rows applied", "with chunks", "chunks", "last applied LSN",
+             "rows/s", "lag"],
+            [[v.version, v.status, v.rows_applied, v.rows_with_chunks, v.chunks,
               v.last_applied_lsn, v.rows_per_s_last_minute, v.consumer_lag]
              for v in vz.versions]))
+    out.append("\n(rows/s: source rows applied per second over the last minute; lag: events the"
+               " version's\n consumer group has not committed yet)")
     if report.kafka is None:
-        out.append("\n(consumer lag: pass --kafka-bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS)")
+        out.append("(consumer lag: pass --kafka-bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS)")
     elif report.kafka != "ok":
-        out.append(f"\n({report.kafka})")
+        out.append(f"({report.kafka})")
     return "\n".join(out)
 
 
 def slot_state(slot: SlotStatus) -> str:
-    """The state cell of a slot: what is wrong with it and what the connector does about it."""
+    """The state cell of a slot: a few words (:func:`slot_note` explains what happens next)."""
     if slot.state == "lost":
-        return (f"lost ({slot.invalidation_reason or 'invalidated'}): the connector drops it,"
-                " creates a new one and resyncs every table")
-    if slot.state == "missing":
-        return "missing: the connector creates it again and resyncs every table"
+        return f"lost ({slot.invalidation_reason or 'invalidated'})"
     text = slot.state
     if slot.state == "recreated":
         text += f" (was {slot.recreated_reason})"
@@ -75,6 +87,24 @@ def slot_state(slot: SlotStatus) -> str:
         text += (f", resyncing {slot.resync_tables} table(s):"
                  f" {slot.resync_rows_done}/{slot.resync_rows_total} rows")
     return text
+
+
+def slot_note(slot: SlotStatus) -> str | None:
+    """What the connector does about a slot that is not ``ok``, on a line of its own."""
+    if slot.state == "lost":
+        return "the connector drops it and resyncs every table"
+    if slot.state == "missing":
+        return "the connector creates it again and resyncs every table"
+    return None
+
+
+#: ``vectorizer errors --json`` keys: the table's column names (the catalog's ``name``/``pk``).
+ERROR_KEYS = {"name": "vectorizer", "pk": "key"}
+
+
+def error_json(row: dict[str, Any]) -> dict[str, Any]:
+    """One error as ``vectorizer errors --json`` prints it: the table's names, JSON values."""
+    return {ERROR_KEYS.get(k, k): jsonable(v) for k, v in row.items()}
 
 
 def render_errors(rows: Sequence[dict[str, Any]]) -> str:

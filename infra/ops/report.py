@@ -11,13 +11,15 @@ offsets (:mod:`processors.offsets`, which needs no faust).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 
 from infra.urls import libpq_url
 from pgai_orm.catalog import report as catalog_report
-from pgai_orm.catalog.report import Report, SlotStatus
+from pgai_orm.catalog.report import ConnectorPhase, Report, SlotStatus, SnapshotProgress
 from pgai_orm.errors import InvariantError
+from pgai_orm.runtime.failures import BROKER_HINT, describe_unreachable, one_line
 
 __all__ = ["add_connector_progress", "add_consumer_lags", "read_report"]
 
@@ -63,18 +65,26 @@ def add_connector_progress(database_url: str, report: Report) -> None:
         slot.resync_rows_done = resync["rows_done"]
         slot.resync_rows_total = resync["rows_total"]
         for table in info["tables"]:
+            phase = _phase(slot, table)
             source = f"{table['schema']}.{table['table']}"
-            if slot.state in ("lost", "missing"):  # what it recorded no longer streams
-                phase = f"waiting for a resync (slot {slot.state})"
-            elif table["status"] == "streaming":
-                phase = "streaming"
-            else:
-                total = table.get("snapshot_rows_total")
-                verb = f"resyncing ({table['snapshot_reason']})" if table["resync"] else "snapshotting"
-                phase = f"{verb} {table.get('snapshot_rows', 0)}/{total if total is not None else '?'} rows"
             for vz in report.vectorizers:
                 if vz.source == source:
-                    vz.connector = f"{phase} (slot {slot.name})"
+                    vz.connector = phase
+
+
+def _phase(slot: SlotStatus, table: dict[str, Any]) -> ConnectorPhase:
+    """One table's phase as the connector recorded it (see :class:`ConnectorPhase`)."""
+    phase = ConnectorPhase(slot=slot.name, lag_bytes=slot.lag_bytes)
+    if slot.state in ("lost", "missing"):  # what it recorded no longer streams
+        phase.state, phase.slot_state = "waiting_for_resync", slot.state
+    elif table["status"] == "streaming":
+        phase.state = "streaming"
+    else:
+        phase.state = "resyncing" if table["resync"] else "snapshotting"
+        phase.snapshot = SnapshotProgress(table.get("snapshot_reason") or "first",
+                                          int(table.get("snapshot_rows") or 0),
+                                          table.get("snapshot_rows_total"))
+    return phase
 
 
 async def _consumer_lags(report: Report, bootstrap_servers: str) -> None:
@@ -100,4 +110,8 @@ def add_consumer_lags(report: Report, bootstrap_servers: str, timeout: float = 2
         asyncio.run(asyncio.wait_for(_consumer_lags(report, bootstrap_servers), timeout))
         report.kafka = "ok"
     except Exception as exc:  # noqa: BLE001 - any broker failure only costs the lag column, never the report
-        report.kafka = f"consumer lag unavailable ({type(exc).__name__}: {exc})"
+        reason = describe_unreachable(exc, bootstrap_servers=bootstrap_servers)
+        if reason is None and isinstance(exc, TimeoutError):
+            reason = (f"the Kafka broker {bootstrap_servers} did not answer within {timeout:.0f} s:"
+                      f" {BROKER_HINT}")
+        report.kafka = f"consumer lag unavailable: {reason or f'{type(exc).__name__}: {one_line(exc)}'}"

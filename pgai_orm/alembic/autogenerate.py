@@ -27,7 +27,8 @@ from pgai_orm.names import MANAGED_TABLES_KEY
 
 DECLARATIONS_KEY = "pgai_vectorizers"
 
-_CONFIG_FIELDS = ("embedding", "chunking", "formatting", "indexing", "processing", "loading")
+_CONFIG_FIELDS = ("embedding", "chunking", "formatting", "indexing", "processing", "loading",
+                  "text_indexing")
 
 
 def declare_vectorizer(metadata: MetaData, source: str, **kwargs: Any) -> CreateVectorizerOp:
@@ -108,10 +109,19 @@ def compare_vectorizers(autogen_context: AutogenContext, upgrade_ops: UpgradeOps
     return PriorityDispatchResult.CONTINUE
 
 
+_CONFIG_IMPORT = "from pgai_orm.configuration import "
+
+
 def _import_config_classes(autogen_context: AutogenContext, *configs: Any) -> None:
-    names = sorted({type(c).__name__ for c in configs if c is not None})
-    if names:
-        autogen_context.imports.add(f"from pgai_orm.configuration import {', '.join(names)}")
+    """One ``from pgai_orm.configuration import ...`` line for the whole migration: each op adds
+    its classes to the line the ops before it wrote, so no class is imported twice."""
+    names = {type(c).__name__ for c in configs if c is not None}
+    if not names:
+        return
+    for line in [i for i in autogen_context.imports if i.startswith(_CONFIG_IMPORT)]:
+        names.update(n.strip() for n in line[len(_CONFIG_IMPORT):].split(","))
+        autogen_context.imports.discard(line)
+    autogen_context.imports.add(_CONFIG_IMPORT + ", ".join(sorted(names)))
 
 
 def _kwargs(pairs: list[tuple[str, Any]]) -> str:

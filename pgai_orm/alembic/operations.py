@@ -29,6 +29,7 @@ from pgai_orm.configuration import (
     IndexingConfig,
     LoadingColumnConfig,
     ProcessingConfig,
+    TextIndexingConfig,
     VectorizerConfig,
 )
 from pgai_orm.errors import VectorizerError
@@ -106,6 +107,7 @@ class CreateVectorizerOp(MigrateOperation):
         if_not_exists: bool = False,
         grant_to: Sequence[str] | None = None,
         source_schema: str | None = None,
+        text_indexing: TextIndexingConfig | None = None,
     ) -> None:
         if source_schema is None:
             source_schema, source = _split_qualified(source, "source")
@@ -127,7 +129,8 @@ class CreateVectorizerOp(MigrateOperation):
         self.grant_to = grants
         kwargs: dict[str, Any] = {k: v for k, v in (("embedding", embedding), ("chunking", chunking),
                                     ("formatting", formatting), ("indexing", indexing),
-                                    ("processing", processing), ("loading", loading))
+                                    ("processing", processing), ("loading", loading),
+                                    ("text_indexing", text_indexing))
                   if v is not None}
         self.config = VectorizerConfig(**kwargs)
 
@@ -150,20 +153,22 @@ class CreateVectorizerOp(MigrateOperation):
         if_not_exists: bool = False,
         grant_to: Sequence[str] | None = None,
         source_schema: str | None = None,
+        text_indexing: TextIndexingConfig | None = None,
     ) -> Any:
         """Create a vectorizer: from now on every change of ``source`` is embedded into its store.
 
         ``source`` is a table name or ``"schema.table"`` (pass ``source_schema`` for names that
         contain a dot). Defaults follow pgai: store ``<source>_embedding_store``, view
         ``<source>_embedding``, both in the source's schema; the name defaults to
-        ``<view_schema>_<view_table>``.
+        ``<view_schema>_<view_table>``. ``text_indexing=TextIndexingFullTextConfig()`` adds the
+        keyword index that ``search(mode="keyword" | "hybrid")`` needs (docs/search.md).
         """
         return operations.invoke(cls(
             source, name=name, target_schema=target_schema, target_table=target_table,
             view_schema=view_schema, view_table=view_table, embedding=embedding,
             chunking=chunking, formatting=formatting, indexing=indexing, processing=processing,
             loading=loading, if_not_exists=if_not_exists, grant_to=grant_to,
-            source_schema=source_schema))
+            source_schema=source_schema, text_indexing=text_indexing))
 
     def statements(self) -> list[TextClause]:
         """The SQL of this operation, for online and offline migrations."""
@@ -261,6 +266,8 @@ class AlterVectorizerOp(MigrateOperation):
     pgai has no such operation. A new model, dimensions, chunking, formatting or loading config
     creates version N+1 with a fresh store table that processors fill by replaying the topic while
     the current version keeps serving queries; processing and indexing options apply in place.
+    ``text_indexing`` changes the serving (and building) stores in place, without re-embedding,
+    and a new version's store gets it too.
     """
 
     def __init__(self, name: str, embedding: EmbeddingConfig | None = None,
@@ -268,17 +275,19 @@ class AlterVectorizerOp(MigrateOperation):
                  formatting: FormattingConfig | None = None,
                  indexing: IndexingConfig | None = None,
                  processing: ProcessingConfig | None = None,
-                 loading: LoadingColumnConfig | None = None) -> None:
+                 loading: LoadingColumnConfig | None = None,
+                 text_indexing: TextIndexingConfig | None = None) -> None:
         _check_optional_name(name, "name")
         self.name = name
         self.changes = {k: v for k, v in (("embedding", embedding), ("chunking", chunking),
                                           ("formatting", formatting), ("indexing", indexing),
-                                          ("processing", processing), ("loading", loading))
+                                          ("processing", processing), ("loading", loading),
+                                          ("text_indexing", text_indexing))
                         if v is not None}
         if not self.changes:
             raise VectorizerOperationError(
                 "alter_vectorizer needs at least one of embedding, chunking, formatting, "
-                "indexing, processing, loading")
+                "indexing, processing, loading, text_indexing")
         # Set by autogenerate from the catalog, so a generated downgrade restores the old config.
         self.previous: dict[str, Any] | None = None
 
@@ -297,11 +306,13 @@ class AlterVectorizerOp(MigrateOperation):
                          formatting: FormattingConfig | None = None,
                          indexing: IndexingConfig | None = None,
                          processing: ProcessingConfig | None = None,
-                         loading: LoadingColumnConfig | None = None) -> Any:
+                         loading: LoadingColumnConfig | None = None,
+                         text_indexing: TextIndexingConfig | None = None) -> Any:
         """Change the config of vectorizer ``name`` (see the class docstring)."""
         return operations.invoke(cls(name, embedding=embedding, chunking=chunking,
                                      formatting=formatting, indexing=indexing,
-                                     processing=processing, loading=loading))
+                                     processing=processing, loading=loading,
+                                     text_indexing=text_indexing))
 
     def statements(self) -> list[TextClause]:
         patch = {k: v.to_dict() for k, v in self.changes.items()}

@@ -21,9 +21,11 @@ from pgai_orm.errors import VectorizerError
 from pgai_orm.names import DEFAULT_TOPIC_PREFIX, SLOT_PREFIX, consumer_group, topic_name
 
 __all__ = [
+    "ConnectorPhase",
     "NoCatalogError",
     "Report",
     "SlotStatus",
+    "SnapshotProgress",
     "UnknownVectorizerError",
     "VectorizerStatus",
     "VersionStatus",
@@ -70,6 +72,48 @@ class VersionStatus:
 
 
 @dataclass
+class SnapshotProgress:
+    """An initial snapshot or resync of the source table, as the connector recorded it.
+
+    ``rows_total`` is the planner's estimate of the table's rows while it runs (it needs no
+    ANALYZE), None only before the connector recorded one."""
+
+    reason: str  # why it runs: first, slot_dropped, slot_invalidated, broker_lost, ...
+    rows_done: int
+    rows_total: int | None
+
+
+@dataclass
+class ConnectorPhase:
+    """What the connector does with a vectorizer's source table (``vectorizer status --json``:
+    ``{"state", "slot", "lag_bytes", "snapshot"}``).
+
+    ``state``: ``not_seen`` (no connector recorded the table yet), ``snapshotting`` (its first
+    snapshot), ``resyncing`` (a later snapshot: ``snapshot.reason`` says why), ``streaming``, or
+    ``waiting_for_resync`` (the slot is ``missing`` or ``lost``: the connector resyncs it).
+    ``lag_bytes`` is the slot's WAL not yet confirmed (not yet in Kafka)."""
+
+    state: str = "not_seen"
+    slot: str | None = None
+    lag_bytes: int | None = None
+    snapshot: SnapshotProgress | None = None
+    slot_state: str | None = None  # the slot's state when waiting for a resync
+
+    def describe(self) -> str:
+        """The phase in words, for the text report and logs."""
+        if self.state == "not_seen":
+            return "not seen by a connector yet"
+        if self.state == "waiting_for_resync":
+            return f"waiting for a resync (slot {self.slot_state})"
+        if self.snapshot is not None and self.state in ("snapshotting", "resyncing"):
+            snap = self.snapshot
+            total = "?" if snap.rows_total is None else str(max(snap.rows_total, snap.rows_done))
+            verb = "snapshotting" if self.state == "snapshotting" else f"resyncing ({snap.reason})"
+            return f"{verb} {snap.rows_done}/{total} rows"
+        return self.state
+
+
+@dataclass
 class VectorizerStatus:
     """``vectorizer status`` for one vectorizer."""
 
@@ -80,7 +124,7 @@ class VectorizerStatus:
     errors: int
     versions: list[VersionStatus] = field(default_factory=list)
     topic: str | None = None
-    connector: str = "not seen by a connector yet"  # or "streaming", "snapshotting 10/99 rows"
+    connector: ConnectorPhase = field(default_factory=ConnectorPhase)
 
 
 @dataclass

@@ -10,6 +10,14 @@ fail later, inside the store transaction, for the whole batch).
 the same async path on a private event loop in a background thread, so it also works when the
 caller is itself inside a running loop, and async HTTP clients are kept per event loop (an
 ``httpx.AsyncClient`` must not be shared between loops).
+
+Remote providers are paced (:mod:`pgai_orm.embedders.ratelimit`): before each request the
+embedder awaits room for its tokens in the process-wide bucket of its provider key and model,
+and each response (or 429) feeds the bucket its ``x-ratelimit-*`` headers. Because pacing, not
+the number of requests in flight, is what keeps a backfill clear of 429 storms, remote providers
+default to more concurrent requests (:data:`REMOTE_CONCURRENCY`). What each call spent (tokens,
+requests, 429s) is counted (:mod:`pgai_orm.embedders.usage`): ``embedder.usage`` for the
+process, ``embed(texts, usage=...)`` for one batch.
 """
 
 from __future__ import annotations
@@ -17,17 +25,22 @@ from __future__ import annotations
 import asyncio
 import atexit
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pgai_orm.embedders.batching import BatchLimits, fit_to_context, plan_batches
 from pgai_orm.embedders.errors import (
     DimensionMismatchError,
     PermanentEmbeddingError,
+    TransientEmbeddingError,
 )
+from pgai_orm.embedders.ratelimit import PacingBucket, acquire, parse_rate_limit_headers
 from pgai_orm.embedders.retry import RetryPolicy, retry_async
+from pgai_orm.embedders.usage import Usage, UsageCounter
 
 if TYPE_CHECKING:
     import tiktoken
@@ -37,7 +50,23 @@ T = TypeVar("T")
 C = TypeVar("C")
 
 DEFAULT_CONCURRENCY = 4
+#: requests in flight per ``embed`` call for a paced remote provider (latency-bound, not CPU-bound)
+REMOTE_CONCURRENCY = 8
 DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass
+class BatchResult:
+    """One provider answer: the vectors, the tokens it billed (if it said) and its headers."""
+
+    vectors: list[Vector]
+    tokens: int | None = None
+    headers: Mapping[str, str] | None = None
+
+
+def estimate_tokens(texts: Sequence[str]) -> int:
+    """Tokens of texts no tokenizer counted: about four characters a token (English text)."""
+    return sum(len(text) // 4 + 1 for text in texts)
 
 
 class Embedder(ABC):
@@ -45,6 +74,9 @@ class Embedder(ABC):
 
     #: provider limits used to cut requests; subclasses override
     limits: BatchLimits = BatchLimits()
+    #: the provider's name in usage counts and metrics (``openai``, ``litellm``, ...)
+    provider: str = "unknown"
+    model: str = ""
 
     def __init__(
         self,
@@ -60,21 +92,44 @@ class Embedder(ABC):
         self.retry = retry or RetryPolicy()
         self._runner: _LoopThread | None = None
         self._runner_lock = threading.Lock()
+        self._usage = UsageCounter()
 
     # -- what providers implement -------------------------------------------------------------
 
     @abstractmethod
-    async def _embed_batch(self, texts: list[str]) -> list[Vector]:
-        """One provider request for ``texts`` (already within limits); raise our error classes."""
+    async def _embed_batch(self, texts: list[str]) -> list[Vector] | BatchResult:
+        """One provider request for ``texts`` (already within limits); raise our error classes.
+
+        Return a :class:`BatchResult` to report billed tokens and rate-limit headers.
+        """
 
     def _encoding(self) -> tiktoken.Encoding | None:
         """Tokenizer used to count and truncate; ``None`` when the provider's is unknown."""
         return None
 
+    def _pacing(self) -> PacingBucket | None:
+        """The rate-limit bucket requests wait on; ``None``: not paced (local models)."""
+        return None
+
+    # -- what was spent -----------------------------------------------------------------------
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens, requests and 429s of every ``embed`` call of this embedder so far (a copy)."""
+        return self._usage.snapshot()
+
+    def drain_usage(self) -> Usage:
+        """What was spent since the last drain (for a caller that reports periodically)."""
+        return self._usage.drain()
+
     # -- the shared path ----------------------------------------------------------------------
 
-    async def embed(self, texts: Sequence[str]) -> list[Vector]:
-        """Embed ``texts`` in order; one vector per text, each of ``dimensions`` floats."""
+    async def embed(self, texts: Sequence[str], *, usage: Usage | None = None) -> list[Vector]:
+        """Embed ``texts`` in order; one vector per text, each of ``dimensions`` floats.
+
+        What the call spent is added to ``usage`` when given (also when it fails: the requests
+        that succeeded were billed) and to :attr:`usage`.
+        """
         if not texts:
             return []
         encoding = self._encoding()
@@ -85,6 +140,7 @@ class Embedder(ABC):
                 fit_to_context, texts, encoding, self.limits.context_tokens
             )
         batches = plan_batches(prepared.tokens, self.limits)
+        spent = Usage()
         semaphore = asyncio.Semaphore(self.concurrency)
         # Set before a failing batch releases the semaphore: the batch it wakes must not send
         # a request (gather reports the failure only after that batch has already started).
@@ -93,11 +149,15 @@ class Embedder(ABC):
         async def run(batch: range) -> list[Vector]:
             nonlocal failed
             inputs = prepared.texts[batch.start : batch.stop]
+            if encoding is None:
+                estimate = estimate_tokens(inputs)
+            else:
+                estimate = sum(prepared.tokens[batch.start : batch.stop])
             async with semaphore:
                 if failed:
                     return []  # never used: gather raises the first failure
                 try:
-                    vectors = await retry_async(lambda: self._embed_batch(inputs), self.retry)
+                    vectors = await self._request(inputs, estimate, spent)
                     return self._verify(vectors, len(inputs))
                 except BaseException:
                     failed = True
@@ -112,7 +172,49 @@ class Embedder(ABC):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        finally:
+            self._usage.add(spent)
+            if usage is not None:
+                usage.add(spent)
         return [vector for batch_vectors in results for vector in batch_vectors]
+
+    async def _request(self, inputs: list[str], estimate: int, spent: Usage) -> list[Vector]:
+        """One request with pacing and retries; what it spent goes to ``spent``.
+
+        Time spent waiting for the bucket does not count against the retry policy's total
+        time: a request queued behind others for its turn has not been failing.
+        """
+        bucket = self._pacing()
+        paced = 0.0
+
+        async def attempt() -> list[Vector]:
+            nonlocal paced
+            reservation = None
+            if bucket is not None:
+                reservation, waited = await acquire(bucket, estimate)
+                paced += waited
+            try:
+                answer = await self._embed_batch(inputs)
+            except TransientEmbeddingError as exc:
+                if exc.status == 429:
+                    spent.rate_limited += 1
+                    if bucket is not None:
+                        bucket.rejected(reservation, exc.rate_limit, exc.retry_after)
+                elif bucket is not None and reservation is not None:
+                    bucket.release(reservation)
+                raise
+            except BaseException:
+                if bucket is not None and reservation is not None:
+                    bucket.release(reservation)
+                raise
+            result = answer if isinstance(answer, BatchResult) else BatchResult(answer)
+            if bucket is not None and reservation is not None:
+                bucket.settle(reservation, parse_rate_limit_headers(result.headers), result.tokens)
+            spent.tokens += result.tokens if result.tokens is not None else estimate
+            spent.requests += 1
+            return result.vectors
+
+        return await retry_async(attempt, self.retry, clock=lambda: time.monotonic() - paced)
 
     def embed_sync(self, texts: Sequence[str]) -> list[Vector]:
         """Blocking :meth:`embed`, usable from sync code and from inside a running loop."""

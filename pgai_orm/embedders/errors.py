@@ -9,7 +9,12 @@ with any occurrence of the key scrubbed (:func:`redact`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pgai_orm.errors import VectorizerError
+
+if TYPE_CHECKING:
+    from pgai_orm.embedders.ratelimit import RateLimitInfo
 
 
 class EmbeddingError(VectorizerError):
@@ -24,14 +29,21 @@ class TransientEmbeddingError(EmbeddingError):
     """Worth retrying: timeout, connection failure, 408/409/429 or 5xx.
 
     ``retry_after`` is the delay in seconds the server asked for (``Retry-After`` or
-    ``retry-after-ms``), or ``None`` when it sent none.
+    ``retry-after-ms``), or ``None`` when it sent none; ``rate_limit`` is what its
+    ``x-ratelimit-*`` headers said (a 429 carries them too), for the pacing bucket.
     """
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        rate_limit: RateLimitInfo | None = None,
     ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+        self.rate_limit = rate_limit
 
 
 class PermanentEmbeddingError(EmbeddingError):

@@ -12,6 +12,7 @@ from pgai_orm.embedders.errors import (
     PermanentEmbeddingError,
     TransientEmbeddingError,
 )
+from pgai_orm.embedders.ratelimit import parse_rate_limit_headers
 
 #: statuses worth retrying, as the OpenAI SDK's own retry logic has them
 TRANSIENT_STATUSES = frozenset({408, 409, 429})
@@ -57,7 +58,10 @@ def error_for_status(
     text = f"HTTP {status}: {message}"
     if is_transient_status(status):
         return TransientEmbeddingError(
-            text, status=status, retry_after=retry_after_seconds(headers)
+            text,
+            status=status,
+            retry_after=retry_after_seconds(headers),
+            rate_limit=parse_rate_limit_headers(headers),
         )
     lowered = message.lower()
     if status in (400, 413) and ("context length" in lowered or "too long" in lowered):

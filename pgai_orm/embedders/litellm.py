@@ -5,6 +5,11 @@ only. Before that import ``LITELLM_LOCAL_MODEL_COST_MAP=True`` keeps it from fet
 map from the network. LiteLLM's own retries are disabled (``num_retries=0`` and
 ``litellm.DEFAULT_MAX_RETRIES = 0``: for embeddings it treats ``max_retries=0`` as "use the
 default"), since :mod:`pgai_orm.embedders.retry` retries with the pipeline's bounded policy.
+
+LiteLLM passes the provider's response headers on in ``_hidden_params["additional_headers"]``
+(OpenAI's ``x-ratelimit-*`` under their own names and every header again prefixed with
+``llm_provider-``); they feed the pacing bucket as for the OpenAI embedder. Providers that send
+no such headers are not paced.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import threading
 from typing import Any
 
-from pgai_orm.embedders.base import DEFAULT_TIMEOUT, Embedder, Vector
+from pgai_orm.embedders.base import DEFAULT_TIMEOUT, REMOTE_CONCURRENCY, BatchResult, Embedder
 from pgai_orm.embedders.batching import OPENAI_LIMITS, BatchLimits, cl100k
 from pgai_orm.embedders.errors import (
     EmbeddingError,
@@ -26,6 +31,7 @@ from pgai_orm.embedders.errors import (
     redact,
 )
 from pgai_orm.embedders.http import error_for_status
+from pgai_orm.embedders.ratelimit import PacingBucket, bucket_for
 
 _import_lock = threading.Lock()
 
@@ -94,6 +100,8 @@ def map_litellm_error(exc: Exception, api_key: str | None) -> EmbeddingError:
 class LiteLLMEmbedder(Embedder):
     """One ``litellm.aembedding`` call per batch."""
 
+    provider = "litellm"
+
     def __init__(
         self,
         model: str,
@@ -105,6 +113,7 @@ class LiteLLMEmbedder(Embedder):
         timeout: float = DEFAULT_TIMEOUT,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("concurrency", REMOTE_CONCURRENCY)
         super().__init__(dimensions, **kwargs)
         self.model = model
         self.extra_options = dict(extra_options or {})
@@ -113,6 +122,8 @@ class LiteLLMEmbedder(Embedder):
         self.limits = limits_for(model)
         self._api_key = api_key
         self._litellm = _litellm_module()
+        endpoint = self.extra_options.get("api_base") or self.extra_options.get("base_url")
+        self._bucket = bucket_for(self.provider, str(endpoint or ""), api_key, model)
 
     def __repr__(self) -> str:  # never show the key
         return f"{type(self).__name__}(model={self.model!r}, dimensions={self.dimensions})"
@@ -120,6 +131,9 @@ class LiteLLMEmbedder(Embedder):
     def _encoding(self) -> Any:
         # cl100k is exact for OpenAI models and a fair estimate for token caps elsewhere
         return cl100k() if self.limits.max_tokens is not None else None
+
+    def _pacing(self) -> PacingBucket | None:
+        return self._bucket
 
     def _request_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"timeout": self.timeout, "num_retries": 0}
@@ -130,7 +144,7 @@ class LiteLLMEmbedder(Embedder):
         options.update(self.extra_options)
         return options
 
-    async def _embed_batch(self, texts: list[str]) -> list[Vector]:
+    async def _embed_batch(self, texts: list[str]) -> BatchResult:
         try:
             response = await self._litellm.aembedding(
                 model=self.model, input=texts, **self._request_options()
@@ -138,7 +152,22 @@ class LiteLLMEmbedder(Embedder):
         except Exception as exc:  # noqa: BLE001  # litellm raises many types; all are mapped
             raise map_litellm_error(exc, self._api_key) from None
         data = sorted(response.data, key=_index)
-        return [_embedding(item) for item in data]
+        return BatchResult([_embedding(item) for item in data], _total_tokens(response),
+                           _response_headers(response))
+
+
+def _total_tokens(response: Any) -> int | None:
+    usage = getattr(response, "usage", None)
+    tokens = usage.get("total_tokens") if isinstance(usage, dict) else getattr(usage, "total_tokens", None)
+    return tokens if isinstance(tokens, int) and tokens > 0 else None
+
+
+def _response_headers(response: Any) -> dict[str, str] | None:
+    """The provider's headers LiteLLM kept (``_hidden_params``), else ``_response_headers``."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    headers = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    headers = headers or getattr(response, "_response_headers", None)
+    return {str(k): str(v) for k, v in headers.items()} if headers else None
 
 
 def _index(item: Any) -> int:

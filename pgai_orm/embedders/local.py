@@ -35,7 +35,12 @@ _load_lock = threading.Lock()
 
 @functools.cache
 def _wordllama(dimensions: int) -> Any:
-    import wordllama
+    try:
+        import wordllama
+    except ImportError as exc:
+        raise MissingExtraError(
+            "the local model 'wordllama' needs the 'local' extra"
+            " (pip install 'pg-stream-vectorizer[local]')") from exc
 
     folder = os.path.dirname(wordllama.__file__)
     trunc = None if dimensions == 256 else dimensions
@@ -81,6 +86,7 @@ class LocalEmbedder(Embedder):
     """An in-process model; ``embed`` runs it in a thread, ``embed_sync`` runs it directly."""
 
     limits = BatchLimits(max_inputs=512)
+    provider = "local"
 
     def __init__(self, model: str = WORDLLAMA, dimensions: int = 256, **kwargs: Any) -> None:
         kwargs.setdefault("concurrency", 1)

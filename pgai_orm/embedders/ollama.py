@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from pgai_orm.embedders.base import DEFAULT_TIMEOUT, Embedder, PerLoop, Vector
+from pgai_orm.embedders.base import DEFAULT_TIMEOUT, BatchResult, Embedder, PerLoop
 from pgai_orm.embedders.batching import BatchLimits
 from pgai_orm.embedders.errors import PermanentEmbeddingError, TransientEmbeddingError
 from pgai_orm.embedders.http import error_for_status
@@ -34,6 +34,7 @@ class OllamaEmbedder(Embedder):
     """One ``/api/embed`` request per batch."""
 
     limits = BatchLimits(max_inputs=256)
+    provider = "ollama"
 
     def __init__(
         self,
@@ -67,7 +68,7 @@ class OllamaEmbedder(Embedder):
             body["keep_alive"] = self.keep_alive
         return body
 
-    async def _embed_batch(self, texts: list[str]) -> list[Vector]:
+    async def _embed_batch(self, texts: list[str]) -> BatchResult:
         import httpx
 
         try:
@@ -79,9 +80,12 @@ class OllamaEmbedder(Embedder):
         if response.status_code != 200:
             raise error_for_status(response.status_code, _error_text(response), response.headers)
         try:
-            return list(response.json()["embeddings"])
+            body = response.json()
+            vectors = list(body["embeddings"])
         except (ValueError, KeyError, TypeError) as exc:
             raise PermanentEmbeddingError(f"unexpected response from Ollama: {exc!r}") from None
+        tokens = body.get("prompt_eval_count")  # the tokens Ollama evaluated, when it says
+        return BatchResult(vectors, tokens if isinstance(tokens, int) else None)
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -5,6 +5,10 @@ with the pipeline's bounded policy, and the SDK's exceptions are mapped to our t
 The SDK asks for ``encoding_format: base64`` by default and decodes it; that is a quarter of the
 JSON size of floats, so we leave it. ``dimensions`` is sent only to models that accept it
 (``text-embedding-ada-002`` rejects it). ``user`` carries pgai's ``chat_user``.
+
+Requests go through ``with_raw_response`` so the ``x-ratelimit-*`` headers reach the pacing
+bucket of this key, endpoint and model (:mod:`pgai_orm.embedders.ratelimit`), and
+``usage.total_tokens`` is reported as what the request cost.
 """
 
 from __future__ import annotations
@@ -12,16 +16,24 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from pgai_orm.embedders.base import DEFAULT_TIMEOUT, Embedder, PerLoop, Vector
+from pgai_orm.embedders.base import (
+    DEFAULT_TIMEOUT,
+    REMOTE_CONCURRENCY,
+    BatchResult,
+    Embedder,
+    PerLoop,
+)
 from pgai_orm.embedders.batching import OPENAI_LIMITS, cl100k
 from pgai_orm.embedders.errors import (
     EmbeddingError,
     MissingApiKeyError,
+    MissingExtraError,
     PermanentEmbeddingError,
     TransientEmbeddingError,
     redact,
 )
 from pgai_orm.embedders.http import error_for_status
+from pgai_orm.embedders.ratelimit import PacingBucket, bucket_for
 
 if TYPE_CHECKING:
     import openai
@@ -57,6 +69,7 @@ class OpenAIEmbedder(Embedder):
     """``AsyncOpenAI().embeddings.create`` per batch; inputs counted with cl100k_base."""
 
     limits = OPENAI_LIMITS
+    provider = "openai"
 
     def __init__(
         self,
@@ -69,6 +82,7 @@ class OpenAIEmbedder(Embedder):
         timeout: float = DEFAULT_TIMEOUT,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("concurrency", REMOTE_CONCURRENCY)
         super().__init__(dimensions, **kwargs)
         self.model = model
         self.base_url = base_url
@@ -76,6 +90,7 @@ class OpenAIEmbedder(Embedder):
         self.timeout = timeout
         self._api_key = api_key
         self._clients: PerLoop[openai.AsyncOpenAI] = PerLoop(self._new_client)
+        self._bucket = bucket_for(self.provider, base_url, api_key, model)
 
     def __repr__(self) -> str:  # never show the key
         return (
@@ -84,7 +99,12 @@ class OpenAIEmbedder(Embedder):
         )
 
     def _new_client(self) -> openai.AsyncOpenAI:
-        import openai
+        try:
+            import openai
+        except ImportError as exc:
+            raise MissingExtraError(
+                "the openai embedder needs the 'openai' extra"
+                " (pip install 'pg-stream-vectorizer[openai]')") from exc
 
         return openai.AsyncOpenAI(
             api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout
@@ -92,6 +112,9 @@ class OpenAIEmbedder(Embedder):
 
     def _encoding(self) -> tiktoken.Encoding | None:
         return cl100k()
+
+    def _pacing(self) -> PacingBucket | None:
+        return self._bucket
 
     def _request_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -101,17 +124,24 @@ class OpenAIEmbedder(Embedder):
             options["user"] = self.user
         return options
 
-    async def _embed_batch(self, texts: list[str]) -> list[Vector]:
+    async def _embed_batch(self, texts: list[str]) -> BatchResult:
         import openai
 
         try:
-            response = await (await self._clients.get()).embeddings.create(
+            raw = await (await self._clients.get()).embeddings.with_raw_response.create(
                 input=texts, model=self.model, **self._request_options()
             )
+            response = raw.parse()
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, self._api_key) from None
         data = sorted(response.data, key=lambda item: item.index)
-        return [list(item.embedding) for item in data]
+        usage = getattr(response, "usage", None)
+        tokens = getattr(usage, "total_tokens", None)
+        return BatchResult(
+            [list(item.embedding) for item in data],
+            tokens if isinstance(tokens, int) else None,
+            raw.headers,
+        )
 
 
 def create(config: Any, **kwargs: Any) -> OpenAIEmbedder:

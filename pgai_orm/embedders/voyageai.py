@@ -19,6 +19,8 @@ _FLEXIBLE_DIMENSION_MODELS = ("voyage-3-large", "voyage-3.5", "voyage-code-3", "
 class VoyageAIEmbedder(LiteLLMEmbedder):
     """``litellm.aembedding(model="voyage/<model>", input_type=...)`` per batch."""
 
+    provider = "voyageai"
+
     def __init__(
         self,
         model: str,

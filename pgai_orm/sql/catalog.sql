@@ -294,6 +294,78 @@ END
 $fn$;
 
 
+-- The keyword index of one store table (text_indexing, TextIndexingFullTextConfig): a generated
+-- column chunk_tsv = to_tsvector(text_config, chunk), stored, with a GIN index. Generated, so the
+-- workers write nothing new and an existing store gets it in place (the ALTER computes it for
+-- every row; no vector changes). NULL or implementation 'none' removes it (the index goes with
+-- the column). Idempotent: a column already made with the same configuration is kept.
+CREATE OR REPLACE FUNCTION vectorizer._apply_text_indexing(
+    p_schema name, p_table name, p_text_indexing jsonb
+) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_rel regclass := format('%I.%I', p_schema, p_table)::regclass;
+    v_impl text := coalesce(p_text_indexing->>'implementation', 'none');
+    v_config regconfig;
+    v_expr text;
+    v_current text;
+BEGIN
+    IF v_impl NOT IN ('none', 'full_text') THEN
+        RAISE EXCEPTION 'unknown text_indexing implementation %', v_impl
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT pg_get_expr(d.adbin, d.adrelid) INTO v_current
+      FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+     WHERE a.attrelid = v_rel AND a.attname = 'chunk_tsv' AND NOT a.attisdropped;
+    IF v_impl = 'none' THEN
+        EXECUTE format('ALTER TABLE %I.%I DROP COLUMN IF EXISTS chunk_tsv', p_schema, p_table);
+        RETURN;
+    END IF;
+    BEGIN
+        v_config := coalesce(p_text_indexing->>'text_config', 'english')::regconfig;
+    EXCEPTION WHEN undefined_object OR invalid_name OR syntax_error THEN
+        RAISE EXCEPTION 'text_indexing.text_config: text search configuration "%" does not exist '
+            '(see \dF in psql: english, simple, german, ...)', p_text_indexing->>'text_config'
+            USING ERRCODE = 'undefined_object';
+    END;
+    -- The expression as Postgres deparses it, so an unchanged configuration is recognised.
+    v_expr := format('to_tsvector(%L::regconfig, chunk)', v_config::text);
+    IF v_current IS NOT DISTINCT FROM v_expr THEN
+        RETURN;
+    END IF;
+    IF v_current IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE %I.%I DROP COLUMN chunk_tsv', p_schema, p_table);
+    END IF;
+    EXECUTE format('ALTER TABLE %I.%I ADD COLUMN chunk_tsv tsvector GENERATED ALWAYS AS (%s) STORED',
+                   p_schema, p_table, v_expr);
+    -- Unnamed: Postgres picks <table>_chunk_tsv_idx, numbered when a retired store holds that name.
+    EXECUTE format('CREATE INDEX ON %I.%I USING gin (chunk_tsv)', p_schema, p_table);
+END
+$fn$;
+
+
+-- Apply text_indexing in place to every store that serves or is being built (alter_vectorizer
+-- with text_indexing: no new version, nothing re-embedded) and record it in their configs.
+CREATE OR REPLACE FUNCTION vectorizer._alter_text_indexing(p_id int, p_text_indexing jsonb)
+RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    cv record;
+BEGIN
+    FOR cv IN SELECT target_schema, target_table FROM vectorizer.config_versions
+               WHERE vectorizer_id = p_id AND status IN ('active', 'building') LOOP
+        PERFORM vectorizer._apply_text_indexing(cv.target_schema, cv.target_table, p_text_indexing);
+    END LOOP;
+    UPDATE vectorizer.config_versions
+       SET config = config || jsonb_build_object('text_indexing', p_text_indexing)
+     WHERE vectorizer_id = p_id AND status IN ('active', 'building');
+    UPDATE vectorizer.vectorizers
+       SET config = config || jsonb_build_object('text_indexing', p_text_indexing), updated_at = now()
+     WHERE id = p_id;
+END
+$fn$;
+
+
 -- The view: the store's columns plus every source column, joined on the primary key (the
 -- source's key columns by their current names: a renamed key column keeps its attnum).
 CREATE OR REPLACE FUNCTION vectorizer._create_view(p_id int) RETURNS void
@@ -447,6 +519,7 @@ BEGIN
 
     PERFORM vectorizer._create_store(v_pk, v_target_schema, v_target_table, p_dimensions,
                                      p_config->'indexing');
+    PERFORM vectorizer._apply_text_indexing(v_target_schema, v_target_table, p_config->'text_indexing');
     PERFORM vectorizer._create_view(v_id);
     -- publish_via_partition_root: changes of a partitioned source arrive as changes of the
     -- source itself (pgoutput would name the partition otherwise), partitions attached later included.
@@ -562,6 +635,10 @@ BEGIN
         v.source_schema, v.source_table,
         coalesce(p_source_column, v_config->'loading'->>'column_name', v_config->'chunking'->>'chunk_column'),
         p_placeholders);
+    -- A keyword index needs no re-embedding: it changes the current stores in place.
+    IF p_patch ? 'text_indexing' THEN
+        PERFORM vectorizer._alter_text_indexing(v.id, p_patch->'text_indexing');
+    END IF;
     IF NOT (p_patch ?| ARRAY['embedding', 'chunking', 'formatting', 'loading']) THEN
         UPDATE vectorizer.config_versions SET config = config || p_patch
          WHERE vectorizer_id = v.id AND status IN ('active', 'building');
@@ -578,10 +655,23 @@ BEGIN
     SELECT max(version) + 1 INTO v_version FROM vectorizer.config_versions WHERE vectorizer_id = v.id;
     v_table := left(v.target_table, 55) || '_v' || v_version;
     PERFORM vectorizer._create_store(v.source_pk, v.target_schema, v_table, p_dimensions, v_config->'indexing');
+    PERFORM vectorizer._apply_text_indexing(v.target_schema, v_table, v_config->'text_indexing');
     INSERT INTO vectorizer.config_versions (vectorizer_id, version, config, target_schema, target_table, status,
                                             source_columns)
     VALUES (v.id, v_version, v_config, v.target_schema, v_table, 'building',
             vectorizer._config_columns(format('%I.%I', v.source_schema, v.source_table)::regclass, v_config));
+    -- A serving version that no worker has written a row of yet (create_vectorizer and
+    -- alter_vectorizer in one upgrade, or an alteration before the first worker ran) is
+    -- superseded before it was built: building it anyway would embed every row twice, once for
+    -- a config nobody asked to keep. The new version serves at once instead; its workers fill it
+    -- from the topic like any new store.
+    -- (A replay, the same config again, still builds a new store: that is what it asks for.)
+    IF NOT EXISTS (SELECT 1 FROM vectorizer.applied_state
+                    WHERE vectorizer_id = v.id AND version = v.config_version)
+       AND v_config IS DISTINCT FROM (SELECT config FROM vectorizer.config_versions
+                                       WHERE vectorizer_id = v.id AND version = v.config_version) THEN
+        PERFORM vectorizer.activate_version(v.id, v_version);
+    END IF;
     RETURN v_version;
 END
 $fn$;

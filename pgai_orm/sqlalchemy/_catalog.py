@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
 from pgai_orm.catalog import CATALOG_SCHEMA
+from pgai_orm.configuration import IndexingHnswConfig
 from pgai_orm.sqlalchemy.binding import VectorizerBinding
 from pgai_orm.sqlalchemy.errors import VectorizerDimensionsError, VectorizerNotFoundError
 
@@ -45,6 +46,22 @@ class VectorizerInfo:
         """``config->'embedding'->>'dimensions'``, the size of every stored vector."""
         value = self.config.get("embedding", {}).get("dimensions")
         return int(value) if value is not None else None
+
+    @property
+    def text_config(self) -> str | None:
+        """The keyword index's text search configuration (``text_indexing``), None without one."""
+        text_indexing = self.config.get("text_indexing") or {}
+        if text_indexing.get("implementation") != "full_text":
+            return None
+        return str(text_indexing.get("text_config") or "english")
+
+    @property
+    def hnsw_distance(self) -> str | None:
+        """The comparator the vectorizer's HNSW index serves (``cosine_distance``, ...), if any."""
+        indexing = self.config.get("indexing") or {}
+        if indexing.get("implementation") != "hnsw":
+            return None
+        return IndexingHnswConfig.from_dict(indexing).distance
 
 
 def catalog_exists_statement() -> Select[Any]:

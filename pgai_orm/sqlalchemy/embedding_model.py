@@ -30,7 +30,8 @@ from sqlalchemy.orm import Mapper, mapped_column, relationship
 from pgai_orm.sqlalchemy import search as _search
 from pgai_orm.sqlalchemy.binding import VectorizerBinding
 from pgai_orm.sqlalchemy.errors import VectorizerBindingError
-from pgai_orm.sqlalchemy.search import Distance, SearchResult
+from pgai_orm.sqlalchemy.results import SearchResult
+from pgai_orm.sqlalchemy.search_options import Distance, IterativeScan, KeywordMatch, Mode
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -86,17 +87,50 @@ class EmbeddingModel:
         session: Session,
         query: str | Sequence[float],
         *,
+        mode: Mode = "vector",
         limit: int = 5,
+        offset: int = 0,
         filter: ColumnElement[bool] | Sequence[ColumnElement[bool]] | None = None,  # noqa: A002
-        distance: Distance = "cosine",
+        distance: Distance | None = None,
+        group_by_parent: bool = False,
+        chunks_per_parent: int = 1,
+        max_distance: float | None = None,
+        min_score: float | None = None,
+        rrf_k: int = 60,
+        vector_weight: float = 1.0,
+        keyword_weight: float = 1.0,
+        candidates: int | None = None,
+        keyword_match: KeywordMatch | None = None,
+        ef_search: int | None = None,
+        iterative_scan: IterativeScan | None = None,
     ) -> list[SearchResult]:
-        """The ``limit`` chunks nearest to ``query``, each with its parent, in one SELECT.
+        """The best ``limit`` hits for ``query``, each with its parent row, in one SELECT.
 
-        A text query is embedded by the vectorizer's own embedder (read from the catalog), so it
-        lands in the same vector space as the stored chunks. ``filter`` is any WHERE criteria on
-        the embedding class or the parent (``BlogPost.title.ilike("%x%")``).
+        ``mode``: ``"vector"`` ranks chunks by distance to the query embedded with the
+        vectorizer's own model; ``"keyword"`` by full-text match (needs
+        ``text_indexing=TextIndexingFullTextConfig()`` on the vectorizer; nothing is embedded);
+        ``"hybrid"`` fuses both rankings by reciprocal rank fusion,
+        ``vector_weight / (rrf_k + rank) + keyword_weight / (rrf_k + rank)``, each ranking
+        reading its ``candidates`` best chunks. ``filter`` is any WHERE criteria on the
+        embedding class or the parent (``BlogPost.title.ilike("%x%")``), applied inside every
+        ranking. ``group_by_parent=True`` returns at most ``limit`` parent rows, each with its
+        ``chunks_per_parent`` best chunks. ``distance`` takes pgvector's comparator names
+        (``cosine_distance``, ``l2_distance``, ``max_inner_product``, ``l1_distance``) or the
+        short ones; by default the vectorizer's HNSW opclass, else cosine. ``max_distance`` and
+        ``min_score`` drop weak hits, ``offset`` pages. ``keyword_match``: ``"any"`` word
+        (keyword mode's default), ``"all"`` words, or ``"websearch"`` syntax (hybrid's default;
+        both measured best, see :attr:`SearchOptions.match`). ``ef_search`` and ``iterative_scan`` set
+        pgvector's ``hnsw.*`` settings for this statement only; with an HNSW index and a filter,
+        iterative scans (``strict_order``) are on unless ``iterative_scan="off"``, so a
+        selective filter still fills ``limit``. See docs/search.md.
         """
-        return _search.search(cls, session, query, limit=limit, filter=filter, distance=distance)
+        return _search.search(
+            cls, session, query, mode=mode, limit=limit, offset=offset, filter=filter,
+            distance=distance, group_by_parent=group_by_parent,
+            chunks_per_parent=chunks_per_parent, max_distance=max_distance, min_score=min_score,
+            rrf_k=rrf_k, vector_weight=vector_weight, keyword_weight=keyword_weight,
+            candidates=candidates, keyword_match=keyword_match, ef_search=ef_search,
+            iterative_scan=iterative_scan)
 
     @classmethod
     async def search_async(
@@ -104,13 +138,31 @@ class EmbeddingModel:
         session: AsyncSession,
         query: str | Sequence[float],
         *,
+        mode: Mode = "vector",
         limit: int = 5,
+        offset: int = 0,
         filter: ColumnElement[bool] | Sequence[ColumnElement[bool]] | None = None,  # noqa: A002
-        distance: Distance = "cosine",
+        distance: Distance | None = None,
+        group_by_parent: bool = False,
+        chunks_per_parent: int = 1,
+        max_distance: float | None = None,
+        min_score: float | None = None,
+        rrf_k: int = 60,
+        vector_weight: float = 1.0,
+        keyword_weight: float = 1.0,
+        candidates: int | None = None,
+        keyword_match: KeywordMatch | None = None,
+        ef_search: int | None = None,
+        iterative_scan: IterativeScan | None = None,
     ) -> list[SearchResult]:
         """Async twin of :meth:`search` (embedding and query both awaited)."""
-        return await _search.search_async(cls, session, query, limit=limit, filter=filter,
-                                  distance=distance)
+        return await _search.search_async(
+            cls, session, query, mode=mode, limit=limit, offset=offset, filter=filter,
+            distance=distance, group_by_parent=group_by_parent,
+            chunks_per_parent=chunks_per_parent, max_distance=max_distance, min_score=min_score,
+            rrf_k=rrf_k, vector_weight=vector_weight, keyword_weight=keyword_weight,
+            candidates=candidates, keyword_match=keyword_match, ef_search=ef_search,
+            iterative_scan=iterative_scan)
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.embedding_uuid} chunk_seq={self.chunk_seq} "

@@ -23,3 +23,11 @@ class VectorizerDimensionsError(VectorizerError, ValueError):
     Stored vectors and query vectors would have different sizes; pgvector would reject every
     distance, so the mismatch is reported once, up front, with both numbers.
     """
+
+
+class VectorizerTextIndexError(VectorizerError, LookupError):
+    """``mode="keyword"`` or ``"hybrid"`` on a vectorizer without a keyword index.
+
+    Raised before any SQL runs (a query of the missing ``chunk_tsv`` column would abort the
+    caller's transaction); the message names the option that adds the index.
+    """

@@ -1,12 +1,15 @@
-"""Semantic search over an embedding model: embed the query, rank chunks, return parents.
+"""Search over an embedding model: vector, keyword or hybrid, per chunk or per parent row.
 
 pgai computes the query vector in SQL (``ai.openai_embed(...)``); here the vectorizer's own
 embedder computes it in Python, built from the config in the catalog, so query and stored
 vectors share model, dimensions and provider settings. Embedders are cached per embedding config
-(loading a model or an HTTP client per query would dominate the search time).
+(loading a model or an HTTP client per query would dominate the search time). Keyword mode
+never embeds.
 
-One SELECT does the rest: chunk, parent and distance, with the caller's filters and the vector
-ordering together, so Postgres can use the HNSW index and the filters in one plan.
+One SELECT does the rest (:mod:`pgai_orm.sqlalchemy._statements`): rankings, fusion, grouping,
+the caller's filters, chunk and parent together, so Postgres plans index scans and filters
+as one. HNSW settings it needs are set for that statement only (:mod:`._settings`).
+docs/search.md says what each mode costs and when to use it.
 """
 
 from __future__ import annotations
@@ -14,71 +17,24 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Result, Select, inspect, select
+from sqlalchemy import Select, inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import contains_eager
 
 from pgai_orm.configuration import VectorizerConfig
 from pgai_orm.embedders import Embedder, create_embedder
-from pgai_orm.sqlalchemy import _catalog
+from pgai_orm.sqlalchemy import _catalog, _settings
 from pgai_orm.sqlalchemy._catalog import VectorizerInfo
-from pgai_orm.sqlalchemy.errors import VectorizerDimensionsError
+from pgai_orm.sqlalchemy._statements import SearchQuery, build_statement
+from pgai_orm.sqlalchemy.errors import VectorizerDimensionsError, VectorizerTextIndexError
+from pgai_orm.sqlalchemy.results import SearchResult, hits_from_rows, parent_key_attributes
+from pgai_orm.sqlalchemy.search_options import DISTANCES, Distance, SearchOptions
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
-
-Distance = Literal["cosine", "l2", "inner_product", "l1"]
-
-#: distance name -> pgvector comparator method (and the operator class an index needs)
-DISTANCES: dict[str, str] = {
-    "cosine": "cosine_distance",  # <=>, vector_cosine_ops
-    "l2": "l2_distance",  # <->, vector_l2_ops
-    "inner_product": "max_inner_product",  # <#>, vector_ip_ops (negated: smaller is nearer)
-    "l1": "l1_distance",  # <+>, vector_l1_ops
-}
-
-
-class SearchResult(NamedTuple):
-    """One ranked hit; unpacks as ``(embedding_row, parent, distance)``."""
-
-    embedding_row: Any
-    parent: Any
-    distance: float
-
-    @property
-    def chunk(self) -> str:
-        """The text of the matching chunk."""
-        return str(self.embedding_row.chunk)
-
-
-def search_statement(
-    model: Any,
-    vector: Sequence[float],
-    *,
-    limit: int,
-    filter: ColumnElement[bool] | Sequence[ColumnElement[bool]] | None = None,  # noqa: A002
-    distance: Distance = "cosine",
-) -> Select[Any]:
-    """``SELECT chunk, parent, distance ... WHERE filters ORDER BY distance LIMIT n``."""
-    method = DISTANCES.get(distance)
-    if method is None:
-        raise ValueError(f"distance: must be one of {sorted(DISTANCES)}, got {distance!r}")
-    if limit < 1:
-        raise ValueError(f"limit: must be >= 1, got {limit}")
-    nearness = getattr(model.embedding, method)(list(vector))
-    # contains_eager: each hit's ``.parent`` is filled from this same row, no lazy load later
-    stmt = (
-        select(model, model.__vectorizer__.owner, nearness.label("distance"))
-        .join(model.parent)
-        .options(contains_eager(model.parent))
-    )
-    if filter is not None:
-        criteria = [filter] if isinstance(filter, ColumnElement) else list(filter)
-        stmt = stmt.where(*criteria)
-    return stmt.order_by(nearness).limit(limit)
 
 
 class _EmbedderCache:
@@ -102,6 +58,10 @@ def _create_embedder(config: dict[str, Any]) -> Embedder:
 
 
 embedders = _EmbedderCache()
+
+__all__ = ["DISTANCES", "Distance", "SearchOptions", "SearchResult", "embed_query",
+           "embed_query_async", "embedders", "search", "search_async", "search_statement",
+           "vectorizer_info", "vectorizer_info_async"]
 
 
 def _engine(session: Session, model: Any) -> Engine:
@@ -150,13 +110,6 @@ def _checked_vector(model: Any, vector: Sequence[float]) -> list[float]:
     return values
 
 
-def _results(result: Result[Any]) -> list[SearchResult]:
-    # unique(): SQLAlchemy demands it when the parent eagerly joins its chunks (lazy="joined");
-    # every hit is a distinct store row, so it never merges two hits.
-    rows: Sequence[Any] = result.unique().all()
-    return [SearchResult(row[0], row[1], float(row[2])) for row in rows]
-
-
 def embed_query(model: Any, session: Session, text: str) -> list[float]:
     """``text`` embedded by the vectorizer's own embedder, checked against the model's size."""
     if hasattr(session, "sync_session"):
@@ -171,39 +124,96 @@ async def embed_query_async(model: Any, session: AsyncSession, text: str) -> lis
     return _checked_vector(model, (await embedders.get(info.config).embed([text]))[0])
 
 
-def search(
+def search_statement(
     model: Any,
-    session: Session,
-    query: str | Sequence[float],
+    vector: Sequence[float] | None,
     *,
-    limit: int = 5,
-    filter: ColumnElement[bool] | Sequence[ColumnElement[bool]] | None = None,  # noqa: A002
-    distance: Distance = "cosine",
-) -> list[SearchResult]:
-    """See :meth:`EmbeddingModel.search`."""
+    keywords: str | None = None,
+    text_config: str = "english",
+    **options: Any,
+) -> Select[Any]:
+    """The SELECT :func:`search` would run, for ``EXPLAIN`` or your own execution.
+
+    ``vector`` is the query vector (vector and hybrid modes), ``keywords`` the query text
+    (keyword and hybrid modes), ``text_config`` the keyword index's configuration; ``options``
+    are :func:`search`'s keyword arguments. Rows are ``(embedding row, parent, distance,
+    score)``. Without the catalog nothing is resolved: ``distance`` defaults to cosine.
+    """
+    opts = SearchOptions(**options)
+    checked = None if vector is None else _checked_vector(model, vector)
+    return build_statement(model, SearchQuery(checked, keywords, text_config), opts)
+
+
+def _resolve(info: VectorizerInfo, query: str | Sequence[float],
+             options: SearchOptions) -> SearchOptions:
+    """Defaults from the catalog (the HNSW index's distance) and the keyword side's checks."""
+    if options.distance is None:
+        options = replace(options, distance=info.hnsw_distance or "cosine_distance")
+    if options.needs_keywords and not isinstance(query, str):
+        raise ValueError(f"mode={options.mode!r} needs the query text for its keyword ranking, "
+                         "not a vector")
+    return options
+
+
+def _no_text_index(model: Any, info: VectorizerInfo, mode: str) -> VectorizerTextIndexError:
+    return VectorizerTextIndexError(
+        f"{model.__vectorizer__.describe()}: mode={mode!r} needs a keyword index, and vectorizer "
+        f"{info.name!r} has none; add one in a migration with op.alter_vectorizer({info.name!r}, "
+        "text_indexing=TextIndexingFullTextConfig()) (in place, nothing is re-embedded)")
+
+
+def _statement(model: Any, info: VectorizerInfo, query: str | Sequence[float],
+               vector: list[float] | None, options: SearchOptions,
+               settings: dict[str, str]) -> Select[Any]:
+    keywords = query if isinstance(query, str) and options.needs_keywords else None
+    stmt = build_statement(model, SearchQuery(vector, keywords, info.text_config), options)
+    # inside the settings' savepoint nothing may be flushed: its rollback would undo it
+    return stmt.execution_options(autoflush=False) if settings else stmt
+
+
+def search(model: Any, session: Session, query: str | Sequence[float],
+           **options: Any) -> list[SearchResult]:
+    """See :meth:`EmbeddingModel.search`; ``options`` are its keyword arguments."""
     if hasattr(session, "sync_session"):
         raise TypeError("search() takes a sync Session; use search_async() with an AsyncSession")
+    opts = SearchOptions(**options)
     info = vectorizer_info(model, session)
-    if isinstance(query, str):
-        query = embedders.get(info.config).embed_sync([query])[0]
-    stmt = search_statement(model, _checked_vector(model, query), limit=limit, filter=filter,
-                            distance=distance)
-    return _results(session.execute(stmt))
+    if opts.needs_keywords and info.text_config is None:
+        info = vectorizer_info(model, session, refresh=True)  # a migration may have added it
+        if info.text_config is None:
+            raise _no_text_index(model, info, opts.mode)
+    opts = _resolve(info, query, opts)
+    vector = None
+    if opts.needs_vector:
+        raw = embedders.get(info.config).embed_sync([query])[0] if isinstance(query, str) else query
+        vector = _checked_vector(model, raw)
+    settings = _settings.hnsw_settings(opts, info)
+    stmt = _statement(model, info, query, vector, opts, settings)
+    rows = _settings.run_with_settings(session, settings,
+                                       lambda: session.execute(stmt).unique().all())
+    return hits_from_rows(rows, parent_key_attributes(model), grouped=opts.group_by_parent)
 
 
-async def search_async(
-    model: Any,
-    session: AsyncSession,
-    query: str | Sequence[float],
-    *,
-    limit: int = 5,
-    filter: ColumnElement[bool] | Sequence[ColumnElement[bool]] | None = None,  # noqa: A002
-    distance: Distance = "cosine",
-) -> list[SearchResult]:
+async def search_async(model: Any, session: AsyncSession, query: str | Sequence[float],
+                       **options: Any) -> list[SearchResult]:
     """See :meth:`EmbeddingModel.search_async`."""
+    opts = SearchOptions(**options)
     info = await vectorizer_info_async(model, session)
-    if isinstance(query, str):
-        query = (await embedders.get(info.config).embed([query]))[0]
-    stmt = search_statement(model, _checked_vector(model, query), limit=limit, filter=filter,
-                            distance=distance)
-    return _results(await session.execute(stmt))
+    if opts.needs_keywords and info.text_config is None:
+        info = await vectorizer_info_async(model, session, refresh=True)
+        if info.text_config is None:
+            raise _no_text_index(model, info, opts.mode)
+    opts = _resolve(info, query, opts)
+    vector = None
+    if opts.needs_vector:
+        raw = ((await embedders.get(info.config).embed([query]))[0] if isinstance(query, str)
+               else query)
+        vector = _checked_vector(model, raw)
+    settings = _settings.hnsw_settings(opts, info)
+    stmt = _statement(model, info, query, vector, opts, settings)
+
+    async def run() -> Sequence[Any]:
+        return (await session.execute(stmt)).unique().all()
+
+    rows = await _settings.run_with_settings_async(session, settings, run)
+    return hits_from_rows(rows, parent_key_attributes(model), grouped=opts.group_by_parent)

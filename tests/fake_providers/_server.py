@@ -46,6 +46,12 @@ def fake_vector(text: str, dimensions: int) -> list[float]:
     return [v / norm for v in values]
 
 
+class _Listener(ThreadingHTTPServer):
+    """A listen backlog for many concurrent clients (the default 5 refuses connections)."""
+
+    request_queue_size = 128
+
+
 class FakeServer:
     """Base class: subclasses implement :meth:`handle` for their provider's routes."""
 
@@ -58,7 +64,7 @@ class FakeServer:
         self.max_in_flight = 0
         self._latch_at: int | None = None
         self._latch_open = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = _Listener(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True

@@ -6,6 +6,9 @@ inputs, at most
 ``dimensions`` only for models that accept it. Vectors come back as floats or, when asked
 with ``encoding_format: base64`` (the ``openai`` SDK's default), as base64 little-endian float32.
 Its 401 echoes the presented key in full, so tests can check the key never leaks into our errors.
+Given a :class:`bench.rate_limits.RateLimiter`, it enforces requests/tokens per minute as OpenAI
+does: ``x-ratelimit-*`` headers on every answer, 429 with ``Retry-After`` over the limit
+(``rate_limited`` counts them).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import base64
 import struct
 from typing import Any
 
+from bench.rate_limits import RateLimiter, retry_after_headers
 from tests.fake_providers._server import FakeServer, Fault, fake_vector
 
 DEFAULT_DIMENSIONS = {
@@ -41,9 +45,13 @@ def _encoding() -> Any:
 class FakeOpenAIServer(FakeServer):
     """OpenAI embeddings; ``api_key`` is the only key it accepts."""
 
-    def __init__(self, api_key: str = "sk-test-secret-0123456789") -> None:
+    def __init__(self, api_key: str = "sk-test-secret-0123456789",
+                 limiter: RateLimiter | None = None) -> None:
         super().__init__()
         self.api_key = api_key
+        self.limiter = limiter
+        self.rate_limited = 0
+        self.admitted_tokens = 0
 
     @property
     def base_url(self) -> str:
@@ -110,6 +118,17 @@ class FakeOpenAIServer(FakeServer):
         size = dimensions or DEFAULT_DIMENSIONS.get(model) or body.get("output_dimension") or 1024
         if fault is not None and fault.wrong_dimensions:
             size -= 1
+        limit_headers: dict[str, str] = {}
+        if self.limiter is not None:
+            decision = self.limiter.admit("default", sum(counts))
+            limit_headers = decision.headers
+            if not decision.admitted:
+                with self._lock:
+                    self.rate_limited += 1
+                return (429, {**limit_headers, **retry_after_headers(decision.retry_after)},
+                        _error("Rate limit reached", "tokens", "rate_limit_exceeded"))
+            with self._lock:
+                self.admitted_tokens += sum(counts)
         as_base64 = body.get("encoding_format") == "base64"
         data = []
         for index, text in enumerate(texts):
@@ -121,4 +140,4 @@ class FakeOpenAIServer(FakeServer):
             )
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         usage = {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}
-        return 200, {}, {"object": "list", "data": data, "model": model, "usage": usage}
+        return 200, limit_headers, {"object": "list", "data": data, "model": model, "usage": usage}

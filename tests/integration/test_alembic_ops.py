@@ -183,6 +183,58 @@ def test_offline_sql_is_valid(project: AlembicProject) -> None:
     assert query(url, "SELECT version_num FROM alembic_version") == [("0002",)]
 
 
+def test_offline_script_holds_the_catalog_once(project: AlembicProject) -> None:
+    """``alembic upgrade --sql`` over several migrations and operations: the ~400-line catalog
+    script is emitted once, before the first operation, not once per operation."""
+    project.add_migration("0001", None, BLOG_POSTS + """
+op.create_vectorizer(source="blog_posts", name="posts", embedding=EmbeddingLocalConfig(),
+    chunking=ChunkingRecursiveCharacterTextSplitterConfig(chunk_column="content"))
+op.alter_vectorizer("posts", embedding=EmbeddingLocalConfig(dimensions=128))
+""", 'op.drop_vectorizer(name="posts", drop_all=True)', IMPORTS)
+    project.add_migration("0002", "0001", """
+op.alter_vectorizer("posts", embedding=EmbeddingLocalConfig(dimensions=64))
+op.drop_vectorizer(name="posts", drop_all=True)
+""", "pass", IMPORTS)
+    script = project.upgrade_sql()
+    assert script.count("CREATE TABLE IF NOT EXISTS vectorizer.vectorizers") == 1
+    assert script.count("vectorizer.alter_vectorizer(") >= 2
+    assert script.index("CREATE TABLE IF NOT EXISTS vectorizer.vectorizers") < script.index(
+        "vectorizer.create_vectorizer(")
+
+
+def mark_built(url: str) -> None:
+    """As if a worker had written a row of every serving version (``applied_state``)."""
+    query(url, "INSERT INTO vectorizer.applied_state (vectorizer_id, version, pk, lsn)"
+               " SELECT id, config_version, '{\"id\": 1}', '0/1' FROM vectorizer.vectorizers"
+               " RETURNING 1")
+
+
+def test_a_version_superseded_before_it_was_built_is_never_built(project: AlembicProject) -> None:
+    """create_vectorizer and alter_vectorizer in one upgrade, before any worker ran: the new
+    version serves at once and the first is retired unbuilt, so no row is embedded twice."""
+    url = project.database_url
+    project.add_migration("0001", None, BLOG_POSTS + """
+op.create_vectorizer(source="blog_posts", name="posts", embedding=EmbeddingLocalConfig(),
+    chunking=ChunkingRecursiveCharacterTextSplitterConfig(chunk_column="content"))
+op.alter_vectorizer("posts", embedding=EmbeddingLocalConfig(dimensions=128))
+""", 'op.drop_vectorizer(name="posts", drop_all=True)\nop.execute("DROP TABLE blog_posts")', IMPORTS)
+    project.upgrade()
+    assert query(url, "SELECT version, status, target_table FROM vectorizer.config_versions"
+                      " ORDER BY version") == [(1, "retired", "blog_posts_embedding_store_v1"),
+                                               (2, "active", "blog_posts_embedding_store")]
+    assert query(url, "SELECT config_version, config->'embedding'->>'dimensions'"
+                      " FROM vectorizer.vectorizers") == [(2, "128")]
+    assert query(url, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                      "'blog_posts_embedding_store'::regclass AND attname = 'embedding'") == [
+        ("vector(128)",)]
+    assert relation_exists(url, "blog_posts_embedding")  # the view follows the serving store
+    # the workers are asked for the serving version only
+    from pgai_orm.catalog.versions import served_versions
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert {version for _, version in served_versions(conn)} == {2}
+
+
 def test_alter_vectorizer_makes_a_new_version(project: AlembicProject) -> None:
     url = project.database_url
     project.add_migration("0001", None, BLOG_POSTS + """
@@ -195,6 +247,8 @@ op.alter_vectorizer("posts", embedding=EmbeddingLocalConfig(dimensions=128))
 op.alter_vectorizer("posts", processing=ProcessingConfig(batch_size=10))
 """, 'op.alter_vectorizer("posts", embedding=EmbeddingLocalConfig())',
         IMPORTS + "\nfrom pgai_orm.configuration import ProcessingConfig")
+    project.upgrade("0001")
+    mark_built(url)  # a worker wrote version 1: the alteration builds beside it
     project.upgrade()
     versions = query(url, "SELECT version, status, target_table, config->'embedding'->>'dimensions',"
                           " config->'processing'->>'batch_size' "
@@ -352,6 +406,7 @@ def _autogenerate(project: AlembicProject, tmp_path: Path, message: str, dimensi
 def test_autogenerate_renders_vectorizer_ops(project: AlembicProject, tmp_path: Path) -> None:
     url = project.database_url
     first = _autogenerate(project, tmp_path, "a1", 256, 800)
+    mark_built(url)  # a worker wrote version 1: alterations build beside it
     # The table itself is a normal model; its embedding store is not (include_object filter).
     assert "op.create_table('blog_posts'" in first
     assert "op.create_vectorizer(" in first and "embedding_store" not in first.split("def downgrade")[0].replace("op.create_vectorizer", "")
@@ -365,6 +420,12 @@ def test_autogenerate_renders_vectorizer_ops(project: AlembicProject, tmp_path: 
     assert "vectorizer(" not in unchanged
 
     altered = _autogenerate(project, tmp_path, "a3", 128, 500)
+    # its upgrade and downgrade render config classes: one import line names each class once
+    imports = [line for line in altered.splitlines()
+               if line.startswith("from pgai_orm.configuration import")]
+    assert len(imports) == 1, imports
+    names = [n.strip() for n in imports[0].split(" import ", 1)[1].split(",")]
+    assert len(names) == len(set(names)) and "EmbeddingLocalConfig" in names, names
     upgrade, downgrade = altered.split("def downgrade")
     assert "op.alter_vectorizer(name='posts'" in upgrade and "dimensions=128" in upgrade
     assert "chunk_size=500" in upgrade

@@ -505,7 +505,7 @@ def test_kill9_mid_snapshot_and_stream_then_restart_delivers_everything(
         written = len(writer.written)
         wait_for(lambda: len(writer.written) > written + 200, "writes after the second restart")
     wait_confirmed(url, slot_of(url), current_lsn(url))
-    assert "starts after ['" in second.log(), "the snapshot did not resume from its keyset position"
+    assert "rows (key ['" in second.log(), "the snapshot did not resume from its keyset position"
     assert "Traceback" not in third.log(), third.log()
     events = assert_topic_equals_table(url, servers, prefix, "docs", unique_reads=False)
     # the resumed snapshot's closing truncate lies below its first attempt's rows, not its own

@@ -137,6 +137,12 @@ def test_kept_demo_serves_status_errors_and_replay(state_dir: Path) -> None:
         exports = dict(re.findall(r"export (\w+)=(\S+)", demo.stdout))
         assert set(exports) == {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
         assert processes_marked(str(state_dir)), "--keep-running left nothing running"
+        # the closing hint works as printed, without the exports: the demo's own database
+        hint = f"vectorizer status --state-dir {state_dir.absolute()}"
+        assert hint in demo.stdout
+        by_state_dir = run_cli("status", "--json", "--state-dir", str(state_dir), env=env)
+        assert by_state_dir.returncode == 0, by_state_dir.stderr
+        assert json.loads(by_state_dir.stdout)["database"] == "vectorizer_demo"
         env.update(exports)
 
         status = run_cli("status", "--json", env=env)
@@ -146,7 +152,7 @@ def test_kept_demo_serves_status_errors_and_replay(state_dir: Path) -> None:
         assert [s["active"] for s in report["slots"]] == [True]
         (vz,) = report["vectorizers"]
         assert vz["source_rows"] == 19  # 20 loaded, one deleted by the demo
-        assert vz["connector"].startswith("streaming")
+        assert vz["connector"]["state"] == "streaming" and vz["connector"]["slot"]
         (version,) = vz["versions"]
         assert version["status"] == "active" and version["rows_with_chunks"] == 19
         assert version["consumer_lag"] == 0 and version["chunks"] > 0
@@ -194,7 +200,7 @@ def test_status_without_services(fresh_database_url: str) -> None:
     report = read_report(fresh_database_url)
     (vz,) = report.vectorizers
     assert (vz.source, vz.source_rows, vz.errors, vz.serving_version) == ("public.blog_posts", 2, 0, 1)
-    assert vz.connector.startswith("not seen")
+    assert vz.connector.state == "not_seen"
     (version,) = vz.versions
     assert (version.status, version.rows_applied, version.chunks) == ("active", 0, 0)
     assert version.last_applied_lsn is None and version.rows_per_s_last_minute == 0

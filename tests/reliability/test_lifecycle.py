@@ -49,7 +49,7 @@ def slot_status(pipeline: Pipeline) -> tuple[Any, str]:
     report = read_report(pipeline.url)
     slots = {s.name: s for s in report.slots}
     (vz,) = report.vectorizers
-    return slots.get(slot_of(pipeline)), vz.connector
+    return slots.get(slot_of(pipeline)), vz.connector.describe()
 
 
 def cli_status(pipeline: Pipeline, *args: str) -> str:

@@ -8,6 +8,8 @@ instead of in someone's deployment.
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,7 +80,10 @@ def test_services_present(services: dict[str, dict[str, Any]]) -> None:
 
 def test_postgres_has_pgvector_and_logical_wal(services: dict[str, dict[str, Any]]) -> None:
     pg = services["postgres"]
-    assert pg["image"] in ("pgvector/pgvector:pg17", "pgvector/pgvector:pg18")
+    # PostgreSQL 18, like the embedded stack and the tests; a pinned pgvector release
+    assert re.fullmatch(r"pgvector/pgvector:\d+\.\d+\.\d+-pg18", pg["image"]), pg["image"]
+    # an 18 image keeps PGDATA under /var/lib/postgresql/18/docker: the volume is its parent
+    assert any(str(v).endswith(":/var/lib/postgresql") for v in pg.get("volumes", []))
     command = command_of(pg)
     assert command[0] == "postgres"
     flags = {command[i + 1] for i, token in enumerate(command[:-1]) if token == "-c"}
@@ -175,31 +180,81 @@ def test_dockerfile_installs_the_project() -> None:
     text = DOCKERFILE.read_text()
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     assert lines[0] == "FROM python:3.11-slim"
-    assert any("pip install ." in line for line in lines)
+    assert any(re.search(r"pip install (--no-deps )?\.", line) for line in lines)
     for package in ("connector", "processors", "pgai_orm", "infra"):
         assert f"COPY {package} " in text
 
 
+def test_dockerfile_installs_dependencies_before_copying_the_code() -> None:
+    """A code change must not reinstall every dependency: the layer that resolves them comes
+    from pyproject.toml alone, and the code is installed after it without dependencies."""
+    lines = [line.strip() for line in DOCKERFILE.read_text().splitlines()]
+    first_code = min(i for i, line in enumerate(lines) if re.match(r"COPY (connector|processors|pgai_orm|infra) ", line))
+    deps = [i for i, line in enumerate(lines) if "pip install" in line and "--no-deps" not in line
+            and "uninstall" not in line]
+    assert deps and max(deps) < first_code, "dependencies must be installed before the code is copied"
+    assert any("pip install --no-deps ." in line for line in lines[first_code:])
+    copies = [line for line in lines[:first_code] if line.startswith("COPY")]
+    assert copies == ["COPY pyproject.toml README.md ./"]
+    extras = re.search(r"ARG EXTRAS=(\S+)", "\n".join(lines))
+    assert extras, "the image's extras are a build argument"
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(extras.group(1).split(",")) <= set(declared)
+    assert "dev" not in extras.group(1).split(","), "the dev-stack binaries stay out of the image"
 
-def all_params(command: click.Command, path: str = "vectorizer") -> list[tuple[str, click.Parameter]]:
-    found = [(path, p) for p in command.params]
-    if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            found += all_params(sub, f"{path} {name}")
-    return found
+
+def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
+    """No floating tags: a release number in every image, and ours is the project's version."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name, service in services.items():
+        image = service["image"]
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest", f"{name}: {image} has no pinned tag"
+        assert re.search(r"\d+\.\d+", tag), f"{name}: {image} is not a release tag"
+        if "build" in service:
+            assert tag == version, f"{name}: built image {image}, project version {version}"
 
 
-def test_configuration_doc_names_every_flag_and_variable() -> None:
-    """docs/configuration.md is the one reference: a new flag or variable must be added there."""
-    doc = (ROOT / "docs" / "configuration.md").read_text()
-    missing = []
-    for path, param in all_params(main):
-        if isinstance(param, click.Option):
-            for flag in param.opts + param.secondary_opts:
-                if f"`{flag}`" not in doc and f"`{flag} /" not in doc and f"/ `{flag}`" not in doc:
-                    missing.append(f"{path} {flag}")
-        envvar = getattr(param, "envvar", None)
-        for var in [envvar] if isinstance(envvar, str) else list(envvar or ()):
-            if f"`{var}`" not in doc:
-                missing.append(f"{path} ${var}")
-    assert not missing, f"not in docs/configuration.md: {missing}"
+def test_every_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        if name == "kafka-ui":
+            continue  # optional, profile ui
+        check = service.get("healthcheck")
+        assert check and check.get("test"), f"{name} has no healthcheck"
+
+
+@pytest.mark.parametrize("name", VECTORIZER_SERVICES)
+def test_vectorizer_services_serve_metrics_and_are_checked_on_them(
+        services: dict[str, dict[str, Any]], name: str) -> None:
+    service = services[name]
+    command = subcommand(command_of(service)[1])
+    env = env_of(service)
+    (port_var,) = [v for v in envvars_read(command) if v.endswith("_METRICS_PORT")]
+    port = env.get(port_var)
+    assert port, f"{name}: set {port_var} so the healthcheck and Prometheus have an endpoint"
+    assert f":{port}/metrics" in " ".join(service["healthcheck"]["test"])
+    assert str(port) in [str(p) for p in service.get("expose", [])]
+
+
+def test_stop_grace_period_covers_the_drain(services: dict[str, dict[str, Any]]) -> None:
+    """The worker drains for up to 30 s on SIGTERM (docs/operations.md); compose must wait longer
+    before it kills (its default is 10 s)."""
+    for name in VECTORIZER_SERVICES:
+        grace = str(services[name].get("stop_grace_period", "10s"))
+        match = re.fullmatch(r"(\d+)s", grace)
+        assert match and int(match.group(1)) > 30, f"{name}: stop_grace_period {grace}"
+    assert "30 s" in (ROOT / "docs" / "operations.md").read_text()
+
+
+def test_compose_project_is_named(compose: dict[str, Any]) -> None:
+    assert compose.get("name") == "pg-stream-vectorizer"
+
+
+def test_the_connector_owns_the_partition_count(services: dict[str, dict[str, Any]]) -> None:
+    """Topics are created by the connector with its own partition count: the broker's default
+    would have no effect, so the compose file sets only the connector's."""
+    assert "KAFKA_NUM_PARTITIONS" not in env_of(services["kafka"])
+    assert int(env_of(services["connector"])["VECTORIZER_PARTITIONS"]) >= 1
+
+
+# docs/configuration.md against the CLI: tests/unit/test_configuration_doc.py

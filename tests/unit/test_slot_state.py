@@ -8,6 +8,7 @@ from typing import Any
 from connector.service import slot_state
 from connector.slots import SlotHealth
 from connector.state import SlotRecord
+from infra.ops.render import slot_note
 from infra.ops.render import slot_state as render_state
 from pgai_orm.catalog.report import SlotStatus
 
@@ -34,11 +35,14 @@ def test_slot_state_follows_the_server_and_the_connector_record() -> None:
     assert slot_state(healthy, RECREATED, [table("streaming", "slot_invalidated")]) == "ok"
 
 
-def test_the_state_cell_says_what_the_connector_does_about_it() -> None:
+def test_the_state_cell_is_short_and_a_note_says_what_the_connector_does() -> None:
     lost = SlotStatus("s", False, "0/1", 10, state="lost", wal_status="lost",
                       invalidation_reason="wal_removed")
-    assert render_state(lost).startswith("lost (wal_removed): the connector drops it")
-    assert render_state(SlotStatus("s", False, None, None, state="missing")).startswith("missing:")
+    assert render_state(lost) == "lost (wal_removed)"
+    assert (slot_note(lost) or "").startswith("the connector drops it")
+    missing = SlotStatus("s", False, None, None, state="missing")
+    assert render_state(missing) == "missing"
+    assert (slot_note(missing) or "").startswith("the connector creates it again")
     resyncing = SlotStatus("s", True, "0/1", 0, state="recreated", recreated_reason="dropped",
                            recreations=1, resync_tables=1, resync_rows_done=50,
                            resync_rows_total=200)

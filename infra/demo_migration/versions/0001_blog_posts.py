@@ -1,4 +1,4 @@
-"""blog_posts and its vectorizer (offline model, recursive splitter, HNSW index).
+"""blog_posts and its vectorizer (offline model, recursive splitter, HNSW and keyword index).
 
 Revision ID: 0001_blog_posts
 Revises:
@@ -12,6 +12,7 @@ from pgai_orm.configuration import (
     EmbeddingLocalConfig,
     FormattingPythonTemplateConfig,
     IndexingHnswConfig,
+    TextIndexingFullTextConfig,
 )
 
 revision = "0001_blog_posts"
@@ -39,6 +40,7 @@ def upgrade() -> None:
             separators=("\n\n", "\n", ". ", " ")),
         formatting=FormattingPythonTemplateConfig(template="$title - $chunk"),
         indexing=IndexingHnswConfig(),
+        text_indexing=TextIndexingFullTextConfig(),  # keyword index: search(mode="hybrid")
     )
 
 

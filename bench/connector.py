@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import pg_recvlogical_binary  # noqa: E402
-from connector.lsn import format_lsn, parse_lsn  # noqa: E402
 from connector.values import SESSION_OPTIONS  # noqa: E402
+from pgai_orm.lsn import format_lsn, parse_lsn  # noqa: E402
 
 TABLE = "bench_docs"
 COPY_SLOT = "bench_connector_recvlogical"

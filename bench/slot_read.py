@@ -43,10 +43,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import pg_recvlogical_binary
-from connector.lsn import format_lsn, parse_lsn
 from connector.pgoutput import Insert, decode_message
 from connector.replication import ReplicationStream
 from connector.values import SESSION_OPTIONS
+from pgai_orm.lsn import format_lsn, parse_lsn
 
 TABLE = "bench_slot_read"
 PUBLICATION = "bench_slot_read_pub"

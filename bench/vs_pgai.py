@@ -136,10 +136,11 @@ def build_rows(count: int) -> tuple[list[Row], dict[str, Any]]:
 class EmbeddingServer:
     """``bench/openai_compat_server.py`` as a subprocess (its CPU and memory are its own)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.log_path = log_dir / "embedding-server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra_args = extra_args  # options of openai_compat_server.py (latency, limits)
 
     def base_url(self, client: str) -> str:
         return f"http://127.0.0.1:{self.port}/{client}/v1"
@@ -147,7 +148,8 @@ class EmbeddingServer:
     def start(self) -> None:
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "openai_compat_server.py"), "--port", str(self.port)],
+                [sys.executable, str(ROOT / "bench" / "openai_compat_server.py"), "--port", str(self.port),
+                 *self.extra_args],
                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_for(lambda: port_accepts(self.port) or self.process.poll() is not None, 120,
                  what="embedding server")
@@ -510,16 +512,7 @@ def run_pgai(server_url: str, server: EmbeddingServer, rows: list[Row], args: ar
                    check=True, capture_output=True)
     result["install_s"] = round(time.perf_counter() - started, 2)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "SELECT ai.create_vectorizer(%s::regclass, name => 'docs_pgai',"
-            " loading => ai.loading_column('content'),"
-            " embedding => ai.embedding_openai(%s, %s, base_url => %s),"
-            " chunking => ai.chunking_recursive_character_text_splitter(%s, %s),"
-            " formatting => ai.formatting_python_template(%s),"
-            " indexing => ai.indexing_none(),"
-            " destination => ai.destination_table(target_table => %s, view_name => %s))",
-            (TABLE, MODEL, DIMENSIONS, server.base_url("pgai"), CHUNK_SIZE, CHUNK_OVERLAP, TEMPLATE,
-             STORE, "docs_embedding"))
+        create_pgai_vectorizer(conn, server.base_url("pgai"))
         result["queued_at_create"] = pgai_pending(conn)
     # pgai counts tokens with tiktoken only for OpenAI's own model names (its wheel carries
     # their encodings); for "wordllama" it sends the text as is, with no network access.
@@ -560,6 +553,20 @@ def run_pgai(server_url: str, server: EmbeddingServer, rows: list[Row], args: ar
     finally:
         default.stop()
     result["default_poll_interval"] = pgai_default_poll_interval(exe)
+
+
+def create_pgai_vectorizer(conn: psycopg.Connection[Any], base_url: str) -> None:
+    """pgai's vectorizer on ``docs``, the same settings as ours (:func:`ours_config`)."""
+    conn.execute(
+        "SELECT ai.create_vectorizer(%s::regclass, name => 'docs_pgai',"
+        " loading => ai.loading_column('content'),"
+        " embedding => ai.embedding_openai(%s, %s, base_url => %s),"
+        " chunking => ai.chunking_recursive_character_text_splitter(%s, %s),"
+        " formatting => ai.formatting_python_template(%s),"
+        " indexing => ai.indexing_none(),"
+        " destination => ai.destination_table(target_table => %s, view_name => %s))",
+        (TABLE, MODEL, DIMENSIONS, base_url, CHUNK_SIZE, CHUNK_OVERLAP, TEMPLATE,
+         STORE, "docs_embedding"))
 
 
 def pgai_updates(url: str, server: EmbeddingServer, worker: PgaiWorker, ids_views: list[int],

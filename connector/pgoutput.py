@@ -22,7 +22,7 @@ because ``None`` is a real NULL and confusing the two would erase data downstrea
 
 Text values are decoded as UTF-8 (the connector refuses databases with another encoding).
 Timestamps stay raw ints (microseconds since 2000-01-01 UTC); :func:`pg_time_to_datetime`
-converts. LSNs are ints (see :mod:`connector.lsn`).
+converts. LSNs are ints (see :mod:`pgai_orm.lsn`).
 
 Speed: one precompiled ``struct.Struct`` per fixed layout, ``unpack_from`` at offsets, dispatch
 on the first byte through a dict, slotted dataclasses. That keeps the pure-Python decoder well

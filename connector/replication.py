@@ -38,7 +38,6 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from connector.lsn import Lsn, format_lsn, parse_lsn
 from connector.pgoutput import (
     PrimaryKeepalive,
     XLogData,
@@ -47,6 +46,7 @@ from connector.pgoutput import (
 )
 from connector.values import SESSION_OPTIONS
 from pgai_orm.errors import VectorizerError
+from pgai_orm.lsn import Lsn, format_lsn, parse_lsn
 
 __all__ = ["CreatedSlot", "ReplicationError", "ReplicationStream", "StreamSettingsError"]
 

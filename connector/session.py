@@ -34,7 +34,6 @@ from typing import Any
 import psycopg
 
 from connector.events import ChangeEncoder, Record, TableId, transaction_of
-from connector.lsn import format_lsn
 from connector.metrics import ConnectorMetrics
 from connector.pgoutput import (
     Begin,
@@ -79,6 +78,7 @@ from pgai_orm.catalog import catalog_exists, ensure_catalog, load_vectorizers
 from pgai_orm.catalog.vectorizers import instance_id, source_key_names
 from pgai_orm.errors import InvariantError, VectorizerError
 from pgai_orm.events import Transaction
+from pgai_orm.lsn import format_lsn
 from pgai_orm.names import snapshot_slot_name
 
 __all__ = ["BrokerLost", "OutOfTransactionError", "Session", "SnapshotFailedError"]

@@ -26,10 +26,10 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from connector.lsn import Lsn, parse_lsn
 from connector.replication import ReplicationStream
 from connector.snapshot import import_snapshot
 from pgai_orm.errors import InvariantError, VectorizerError
+from pgai_orm.lsn import Lsn, parse_lsn
 from pgai_orm.runtime.waiting import wait_until
 
 __all__ = [

@@ -88,7 +88,6 @@ import psycopg
 from psycopg import sql
 from psycopg.types.string import TextLoader
 
-from connector.lsn import format_lsn
 from connector.pgoutput import Type
 from connector.publisher import AckGroup, Publisher
 from connector.reconcile import FIRST
@@ -97,6 +96,7 @@ from connector.values import SESSION_OPTIONS, ValueRenderer, describe_types
 from pgai_orm.catalog.vectorizers import source_key_names
 from pgai_orm.errors import VectorizerError
 from pgai_orm.events import Transaction, Truncate, canonical_key, encode_row_change
+from pgai_orm.lsn import format_lsn
 
 __all__ = ["SnapshotJob", "SnapshotRunner", "SnapshotSourceError", "TableReader", "import_snapshot"]
 

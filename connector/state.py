@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from connector.lsn import format_lsn, parse_lsn
+from pgai_orm.lsn import format_lsn, parse_lsn
 
 __all__ = ["SlotRecord", "StateStore", "TableState", "recorded_slots", "state_exists"]
 

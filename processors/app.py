@@ -47,6 +47,7 @@ from pgai_orm.catalog.versions import (
 )
 from pgai_orm.errors import InvariantError, VectorizerError
 from pgai_orm.events import Event, EventFormatError, RowChange, decode_event
+from pgai_orm.lsn import format_lsn
 from pgai_orm.names import DEFAULT_TOPIC_PREFIX, consumer_group, dlq_topic, topic_name
 from processors.errors_sink import ErrorSink, RowError
 from processors.faust_transport import TableManager, broker_urls
@@ -120,7 +121,8 @@ def load_spec(database_url: str, vectorizer_id: int, version: int, prefix: str) 
         raise LookupError(f"vectorizer {vectorizer_id} has no config version {version}")
     spec = VersionSpec(vectorizer_id, version, source.source_schema, source.source_table,
                        source.pk_columns, source.config,
-                       consumer_group(prefix, source.database, vectorizer_id, version))
+                       consumer_group(prefix, source.database, vectorizer_id, version),
+                       source.name)
     return spec, topic_name(prefix, source.database, source.source_schema, source.source_table)
 
 
@@ -133,7 +135,7 @@ class VersionRunner:
         self.topic = topic
         self.settings = settings
         self.totals = BatchReport()
-        self.metrics = WorkerMetrics.of(spec.vectorizer_id, spec.version)
+        self.metrics = WorkerMetrics.of(spec.vectorizer_id, spec.version, spec.name)
         self._dlq = dlq
         self._conn: AsyncConnection[Any] | None = None
         self._read_conn: AsyncConnection[Any] | None = None
@@ -234,7 +236,7 @@ class VersionRunner:
             " update the row or run `vectorizer replay` to apply it again",
             {"error": failure.cause_name})
         logger.error("%s: skipping the change of %s at lsn %s: %s", self.spec.group_id,
-                     key_json, lsn, failure.cause_text)
+                     key_json, format_lsn(lsn), failure.cause_text)
         await self.errors.publish([error])
 
         async def record(conn: AsyncConnection[Any]) -> None:

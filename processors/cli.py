@@ -243,6 +243,9 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
     if "infra.cli" in sys.modules:  # `vectorizer worker`: shed every other command's imports
         _reexec(args, concurrency, port, metrics_port)
     if engine_mode or concurrency == 1:
+        # first: nothing may import prometheus_client before its directory is set
+        close_metrics = _serve_own_metrics(metrics_port) if metrics_port and not engine_mode \
+            else None
         from processors.app import WorkerSettings
 
         settings = WorkerSettings(
@@ -250,8 +253,6 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
             topic_prefix=topic_prefix, batch_size=batch_size, batch_within=batch_within,
             session_timeout=session_timeout, web_port=port, embedding_timeout=embedding_timeout,
         )
-        close_metrics = _serve_own_metrics(metrics_port) if metrics_port and not engine_mode \
-            else None
         try:
             _run_engine(settings, poll_interval, loglevel, log_format)
         finally:

@@ -51,7 +51,9 @@ from pgai_orm.catalog.versions import served_versions
 from pgai_orm.configuration import ConfigurationError
 from pgai_orm.embedders.errors import MissingApiKeyError
 from pgai_orm.errors import VectorizerError
+from pgai_orm.runtime.failures import describe_unreachable, one_line
 from pgai_orm.runtime.logs import scrub
+from pgai_orm.runtime.urls import describe_database
 from processors.app import WorkerSettings, create_app, load_spec
 from processors.metrics import WorkerMetrics, metrics_enabled
 
@@ -113,19 +115,20 @@ def record_start_failure(database_url: str, key: GroupKey, message: str,
                          exc: BaseException) -> str | None:
     """Write the ``start`` error of one version and count it; returns the vectorizer's name
     (None when the catalog cannot be written: the reason is then logged here)."""
-    if metrics_enabled():
-        WorkerMetrics.of(*key).errors(["start"])
     details = {"error": type(exc).__name__, "host": socket.gethostname(), "pid": os.getpid()}
+    name = None
     try:
         with psycopg.connect(database_url, autocommit=True) as conn:
             catalog_errors.record_start_error(conn, key[0], key[1], message, details)
             error = catalog_errors.start_errors(conn).get(key)
-            return error.name if error is not None else None
+            name = error.name if error is not None else None
     except psycopg.Error as db_exc:
         logger.error("vectorizer %d version %d cannot start: %s (and cannot record it in"
                      " vectorizer.errors: %s)", key[0], key[1], message,
                      " ".join(str(db_exc).split()))
-        return None
+    if metrics_enabled():
+        WorkerMetrics.of(*key, name=name).errors(["start"])
+    return name
 
 
 @dataclass
@@ -160,6 +163,8 @@ class Engine(mode.Service):
 
     @mode.Service.task
     async def _poll_catalog(self) -> None:
+        logger.info("worker starting: reading the vectorizers of database %s",
+                    describe_database(self.settings.database_url))
         while not self.should_stop:
             await self.reconcile()
             self._wake.clear()
@@ -174,26 +179,27 @@ class Engine(mode.Service):
             wanted = await asyncio.to_thread(read_served_versions, self.settings.database_url,
                                              check_catalog=not self._catalog_checked)
         except psycopg.Error as exc:
-            self._say_waiting(f"cannot read the catalog ({' '.join(str(exc).split())}); keeping"
-                              " the versions this worker serves and trying again")
+            reason = (describe_unreachable(exc, database_url=self.settings.database_url)
+                      or f"cannot read the catalog: {one_line(exc)}")
+            self._say_waiting(f"{reason}; keeping the versions this worker serves and trying"
+                              f" again every {self.poll_interval:g} s")
             return
-        if wanted is None:
-            self._say_waiting("no vectorizer catalog in this database yet: waiting for the first"
-                              " op.create_vectorizer migration")
+        if wanted is None or not (wanted := self._only(wanted)):
+            self._catalog_checked = wanted is not None
+            database = describe_database(self.settings.database_url)
+            self._say_waiting(f"no vectorizer in database {database} yet: waiting for one (create"
+                              " it with op.create_vectorizer in an Alembic migration; the catalog"
+                              f" is read every {self.poll_interval:g} s)")
             wanted = set()
         else:
             self._catalog_checked = True
-            if self.only is not None:
-                wanted = {key for key in wanted if key[0] in self.only}
-            if not wanted:
-                self._say_waiting("no vectorizer to serve yet: waiting for op.create_vectorizer")
         for key in list(self.apps):
             served = self.apps[key]
             if key not in wanted:
                 await self._stop_app(key, "it is no longer served")
             elif served.app.crashed:
-                reason = served.app.crash_reason
-                await self._stop_app(key, f"it crashed ({type(reason).__name__}: {reason})")
+                crash = served.app.crash_reason
+                await self._stop_app(key, f"it crashed ({type(crash).__name__}: {crash})")
                 self.restarts += 1
                 uptime = time.monotonic() - served.started
                 self._schedule_retry(key, reset=uptime > MAX_RETRY_S)
@@ -204,6 +210,9 @@ class Engine(mode.Service):
             await asyncio.gather(*(self._start_app(key) for key in due))
         if wanted:
             self._said_waiting = None
+
+    def _only(self, versions: set[GroupKey]) -> set[GroupKey]:
+        return versions if self.only is None else {k for k in versions if k[0] in self.only}
 
     def _say_waiting(self, what: str) -> None:
         """Log what the worker waits for, once per cause (not on every poll)."""

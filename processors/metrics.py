@@ -104,21 +104,43 @@ class WorkerMetrics:
             PREFIX + "apps", "faust apps serving this config version (one per worker process"
             " that serves it)", LABELS, registry=self.registry,
             multiprocess_mode="livesum").labels(**self.labels)
+        # What the provider billed, for a backfill's cost: the version label keeps the series of
+        # two versions of one vectorizer apart (in multiprocess mode equal series would collide)
+        usage_labels = (*LABELS, "provider", "model")
+        self._embedding_tokens = Counter(
+            "vectorizer_embedding_tokens", "Tokens billed by the embedding provider (its usage,"
+            " else the worker's estimate)", usage_labels, registry=self.registry)
+        self._embedding_requests = Counter(
+            "vectorizer_embedding_requests", "Requests the embedding provider answered",
+            usage_labels, registry=self.registry)
+        self._embedding_rate_limited = Counter(
+            "vectorizer_embedding_rate_limited", "429 answers of the embedding provider (each"
+            " retried after its Retry-After)", usage_labels, registry=self.registry)
         self._lsn = 0
 
     @classmethod
-    def of(cls, vectorizer_id: int, version: int) -> WorkerMetrics:
+    def of(cls, vectorizer_id: int, version: int, name: str | None = None) -> WorkerMetrics:
         """The metrics of one version in this process, created once: an app restarted by the
         engine goes on counting where the previous one stopped."""
         key = (vectorizer_id, version)
         metrics = _BY_VERSION.get(key)
-        if metrics is None:
-            metrics = _BY_VERSION[key] = cls(vectorizer_id, version)
+        if metrics is None or (name and metrics.labels["vectorizer"] != name):
+            metrics = _BY_VERSION[key] = cls(vectorizer_id, version, name=name)
         return metrics
 
     def errors(self, steps: Iterable[str]) -> None:
         for step in steps:
             self._errors.labels(**self.labels, step=step).inc()
+
+    def embedding_usage(self, provider: str, model: str, *, tokens: int, requests: int,
+                        rate_limited: int = 0) -> None:
+        """Add one batch's usage (``BatchReport.tokens``, ``.requests``, ``.rate_limited``)."""
+        labels = {**self.labels, "provider": provider, "model": model}
+        for counter, value in ((self._embedding_tokens, tokens),
+                               (self._embedding_requests, requests),
+                               (self._embedding_rate_limited, rate_limited)):
+            if value:
+                counter.labels(**labels).inc(value)
 
     def embedded(self, chunks: int, calls: int) -> None:
         self.chunks_embedded.inc(chunks)

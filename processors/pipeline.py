@@ -25,6 +25,7 @@ from psycopg import AsyncConnection
 
 from pgai_orm.configuration import VectorizerConfig
 from pgai_orm.embedders import Embedder, EmbeddingError, create_embedder
+from pgai_orm.embedders.usage import Usage
 from pgai_orm.errors import InvariantError, VectorizerError
 from pgai_orm.events import Event, RowChange
 from processors.chunking import Chunker, chunker_for
@@ -79,6 +80,8 @@ class VersionSpec:
     config: Mapping[str, Any]
     #: the Kafka consumer group (and faust app id) of this version, see ``processors.app``
     group_id: str = ""
+    #: the vectorizer's name (metrics label, log lines)
+    name: str = ""
 
 
 @dataclass(slots=True)
@@ -94,6 +97,10 @@ class BatchReport:
     chunks_written: int = 0
     chunks_deleted: int = 0
     embedding_calls: int = 0
+    #: what the provider billed for this batch: tokens, answered requests, 429s
+    tokens: int = 0
+    requests: int = 0
+    rate_limited: int = 0
     errors: int = 0
     rereads: int = 0
     truncated: bool = False
@@ -179,6 +186,9 @@ class Pipeline:
                 prepared = await self.prepare(conn, events, prepared.batch)
                 prepared.report.embedding_calls += spent.embedding_calls
                 prepared.report.chunks_embedded += spent.chunks_embedded
+                prepared.report.tokens += spent.tokens
+                prepared.report.requests += spent.requests
+                prepared.report.rate_limited += spent.rate_limited
         raise BatchStaleError(f"batch still stale after {MAX_PLAN_ATTEMPTS} attempts")
 
     async def prepare(self, conn: AsyncConnection[Any], events: Sequence[Event | None],
@@ -373,7 +383,13 @@ class Pipeline:
     async def _embed_texts(self, texts: Mapping[str, str], report: BatchReport) -> dict[str, Vector]:
         hashes = list(texts)
         report.embedding_calls += 1
-        vectors = await self.embedder.embed([texts[h] for h in hashes])
+        usage = Usage()
+        try:
+            vectors = await self.embedder.embed([texts[h] for h in hashes], usage=usage)
+        finally:  # requests that succeeded before a failure were billed too
+            report.tokens += usage.tokens
+            report.requests += usage.requests
+            report.rate_limited += usage.rate_limited
         report.chunks_embedded += len(hashes)
         return dict(zip(hashes, vectors, strict=True))
 

@@ -16,6 +16,7 @@ from typing import Any
 from psycopg import sql
 
 from pgai_orm.catalog.errors import start_errors
+from pgai_orm.catalog.usage import UsageRow, read_usage
 from pgai_orm.catalog.vectorizers import catalog_exists
 from pgai_orm.errors import VectorizerError
 from pgai_orm.names import DEFAULT_TOPIC_PREFIX, SLOT_PREFIX, consumer_group, topic_name
@@ -125,6 +126,8 @@ class VectorizerStatus:
     versions: list[VersionStatus] = field(default_factory=list)
     topic: str | None = None
     connector: ConnectorPhase = field(default_factory=ConnectorPhase)
+    #: tokens, requests and 429s per config version, provider and model (``vectorizer.usage``)
+    usage: list[UsageRow] = field(default_factory=list)
 
 
 @dataclass
@@ -237,6 +240,7 @@ def read_report(conn: Any, prefix: str = DEFAULT_TOPIC_PREFIX) -> Report:
     ).fetchall()
     vectorizers = []
     cannot_start = start_errors(conn)
+    usage = read_usage(conn)
     for vid, name, schema, table, serving, errors in rows:
         source_rows = _count(conn, schema, table) if _table_exists(conn, schema, table) else None
         status = VectorizerStatus(name, f"{schema}.{table}", source_rows, int(serving),
@@ -246,6 +250,7 @@ def read_report(conn: Any, prefix: str = DEFAULT_TOPIC_PREFIX) -> Report:
             version.consumer_group = consumer_group(prefix, database, int(vid), version.version)
             start_error = cannot_start.get((int(vid), version.version))
             version.start_error = start_error.message if start_error else None
+        status.usage = [u for u in usage if u.vectorizer_id == int(vid)]
         vectorizers.append(status)
     return Report(database, slots, vectorizers, None)
 

@@ -38,7 +38,7 @@ SERVED_VERSIONS_SQL = (
 )
 
 VERSION_SOURCE_SQL = (
-    "SELECT v.source_schema, v.source_table, v.source_pk, cv.config, current_database()"
+    "SELECT v.source_schema, v.source_table, v.source_pk, cv.config, current_database(), v.name"
     " FROM vectorizer.vectorizers v JOIN vectorizer.config_versions cv"
     " ON cv.vectorizer_id = v.id WHERE v.id = %s AND cv.version = %s"
 )
@@ -71,6 +71,7 @@ class VersionSource:
     pk_columns: tuple[str, ...]
     config: dict[str, Any]
     database: str
+    name: str = ""
 
 
 def served_versions(conn: Any) -> set[tuple[int, int]]:
@@ -83,10 +84,10 @@ def load_version_source(conn: Any, vectorizer_id: int, version: int) -> VersionS
     row = conn.execute(VERSION_SOURCE_SQL, (vectorizer_id, version)).fetchone()
     if row is None:
         return None
-    schema, table, pk, config, database = row
+    schema, table, pk, config, database, name = row
     return VersionSource(vectorizer_id, version, schema, table,
                          tuple(c["attname"] for c in pk),  # stored in key order
-                         config, database)
+                         config, database, name)
 
 
 def replay_target_json(marks: dict[int, int]) -> str:

@@ -138,6 +138,22 @@ CREATE TABLE IF NOT EXISTS vectorizer.catalog_version (
     installed_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- What embedding cost, per config version, provider and model (pgai_orm/catalog/usage.py): the
+-- tokens the provider billed (its usage.total_tokens, else our estimate), the requests it
+-- answered, and the 429s it sent. Workers add a batch's numbers in the batch's transaction, so
+-- a batch redelivered after a crash is counted again only if it was embedded again.
+CREATE TABLE IF NOT EXISTS vectorizer.usage (
+    vectorizer_id int NOT NULL REFERENCES vectorizer.vectorizers (id) ON DELETE CASCADE,
+    version       int NOT NULL,
+    provider      text NOT NULL,
+    model         text NOT NULL,
+    tokens        bigint NOT NULL DEFAULT 0,
+    requests      bigint NOT NULL DEFAULT 0,
+    rate_limited  bigint NOT NULL DEFAULT 0,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (vectorizer_id, version, provider, model)
+);
+
 
 -- Raise a clear error when a name would be silently truncated by Postgres (63 bytes).
 CREATE OR REPLACE FUNCTION vectorizer._check_name(p_what text, p_name text) RETURNS void

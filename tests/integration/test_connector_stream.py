@@ -34,11 +34,11 @@ from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 from sqlalchemy import create_engine
 
-from connector.lsn import parse_lsn
 from connector.service import status
 from infra.ports import free_port
 from infra.urls import sqlalchemy_url
 from pgai_orm.alembic import register_operations
+from pgai_orm.lsn import parse_lsn
 from pgai_orm.names import default_slot_name, topic_name
 from tests.support import polling
 from tests.support.vectorizers import create_vectorizer

@@ -103,7 +103,9 @@ def test_metrics_endpoints_and_json_logs(source: Source, tmp_path: Path) -> None
             cwd=ROOT, stdout=wlog, stderr=subprocess.STDOUT,
             env={**env, "VECTORIZER_WORKER_METRICS_PORT": str(worker_port)})
         try:
-            labels = {"vectorizer": str(source.vectorizer_id), "version": "1"}
+            name = source.sql("SELECT name FROM vectorizer.vectorizers WHERE id = %s",
+                              (source.vectorizer_id,))[0][0]
+            labels = {"vectorizer": name, "version": "1"}  # the label is the vectorizer's name
             wait_for(lambda: (s := scrape(worker_port)) is not None
                      and (value(s, "vectorizer_worker_rows_applied_total", **labels) or 0) >= 10,
                      "the snapshot's rows in the worker's metrics")

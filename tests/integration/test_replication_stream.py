@@ -18,7 +18,6 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from connector.lsn import parse_lsn
 from connector.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -34,6 +33,7 @@ from connector.pgoutput import (
 )
 from connector.replication import ReplicationError, ReplicationStream
 from connector.values import ValueRenderer
+from pgai_orm.lsn import parse_lsn
 from tests.support import polling
 
 PUBLICATION = "test_replication_pub"

@@ -83,7 +83,9 @@ def test_a_worker_without_its_api_key_reports_why_until_it_has_one(
             assert f"version 1 cannot start: {message}" in cli(
                 status_command, "--database-url", source.url)
 
-            labels = {"vectorizer": str(source.vectorizer_id), "version": "1"}
+            name = source.sql("SELECT name FROM vectorizer.vectorizers WHERE id = %s",
+                              (source.vectorizer_id,))[0][0]
+            labels = {"vectorizer": name, "version": "1"}  # the label is the vectorizer's name
             wait_for(lambda: (s := scrape(port)) is not None
                      and (value(s, "vectorizer_worker_errors_total", step="start", **labels)
                           or 0) >= 2, "the failed starts in the worker's metrics")

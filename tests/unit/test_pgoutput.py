@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connector.lsn import format_lsn, parse_lsn
 from connector.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -37,6 +36,7 @@ from connector.pgoutput import (
     pg_now,
     pg_time_to_datetime,
 )
+from pgai_orm.lsn import format_lsn, parse_lsn
 
 # --- encoders for the test data (the protocol, written the other way round) ---------------------
 

@@ -1,7 +1,7 @@
-"""Log sequence numbers (LSNs) as plain ints.
+"""Log sequence numbers (LSNs) as plain ints, and the one text form every log and report uses.
 
 Postgres writes an LSN as two hex halves ``"16/B374D848"``; on the wire (pgoutput, the
-replication protocol) it is an unsigned 64-bit integer. The connector compares, stores and
+replication protocol, the event contract) it is an unsigned 64-bit integer. The connector compares, stores and
 confirms LSNs, so it keeps them as ``int`` (cheap, ordered, JSON-able) and converts to the text
 form only at the edges: SQL (``pg_lsn`` columns, ``pg_replication_slots``), replication
 commands and logs.

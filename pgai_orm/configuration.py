@@ -41,6 +41,9 @@ __all__ = [
     "ChunkingNoneConfig",
     "ChunkingRecursiveCharacterTextSplitterConfig",
     "ConfigurationError",
+    "DestinationColumnConfig",
+    "DestinationConfig",
+    "DestinationTableConfig",
     "EmbeddingConfig",
     "EmbeddingLitellmConfig",
     "EmbeddingLocalConfig",
@@ -55,7 +58,13 @@ __all__ = [
     "IndexingNoneConfig",
     "LoadingColumnConfig",
     "LoadingConfig",
+    "LoadingUriConfig",
     "OPENAI_NATIVE_DIMENSIONS",
+    "ParsingAutoConfig",
+    "ParsingConfig",
+    "ParsingDoclingConfig",
+    "ParsingNoneConfig",
+    "ParsingPymupdfConfig",
     "ProcessingConfig",
     "TextIndexingConfig",
     "TextIndexingFullTextConfig",
@@ -80,6 +89,83 @@ class LoadingColumnConfig(ConfigBase):
     column_name: str = field(non_empty_str)
     retries: int = field(int_range(0), 6)
 
+
+#: pgai's rule for ``aws_role_arn`` (``ai._validate_loading``: ``like 'arn:aws:iam::%:role/%'``)
+_AWS_ROLE_ARN = re.compile(r"arn:aws:iam::[^:]*:role/.+")
+
+
+def _aws_role_arn(value: Any) -> str:
+    arn = non_empty_str(value)
+    if not _AWS_ROLE_ARN.fullmatch(arn):
+        raise _Invalid(f"must match arn:aws:iam::<account>:role/<name>, got {value!r}")
+    return arn
+
+
+@dataclass(frozen=True, repr=False)
+class LoadingUriConfig(ConfigBase):
+    """``ai.loading_uri``: the column (text) holds a URI and the worker fetches the document.
+
+    Schemes: ``file://`` or a plain path on the worker's machine, ``http://``/``https://``,
+    ``s3://bucket/key`` (boto3's credential chain; ``aws_role_arn`` is assumed through STS
+    first). A transient failure (timeout, 5xx, throttling) is tried ``retries`` more times;
+    docs/documents.md has the rest.
+    """
+
+    implementation: ClassVar[str] = "uri"
+
+    column_name: str = field(non_empty_str)
+    retries: int = field(int_range(0), 6)
+    aws_role_arn: str | None = field(optional(_aws_role_arn), None)
+
+
+LoadingConfig = LoadingColumnConfig | LoadingUriConfig
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, repr=False)
+class ParsingAutoConfig(ConfigBase):
+    """``ai.parsing_auto`` (the default): a document is parsed by its type, found from its
+    bytes, its content type and its extension (PDF, DOCX, HTML, Markdown, plain text); text
+    from a text column passes through unchanged."""
+
+    implementation: ClassVar[str] = "auto"
+
+
+@dataclass(frozen=True, repr=False)
+class ParsingNoneConfig(ConfigBase):
+    """``ai.parsing_none``: no parsing; a loaded document must be UTF-8 text (not for bytea)."""
+
+    implementation: ClassVar[str] = "none"
+
+
+@dataclass(frozen=True, repr=False)
+class ParsingPymupdfConfig(ConfigBase):
+    """``ai.parsing_pymupdf``: PDF (and EPUB, XPS, ...) to Markdown with PyMuPDF and
+    pymupdf4llm, as pgai does. Needs the ``pymupdf`` extra on the worker, which is AGPL-3.0
+    licensed (the rest of this project is Apache-2.0)."""
+
+    implementation: ClassVar[str] = "pymupdf"
+
+
+@dataclass(frozen=True, repr=False)
+class ParsingDoclingConfig(ConfigBase):
+    """``ai.parsing_docling`` is refused: docling downloads its layout and OCR models from the
+    Hugging Face hub at first use, so it cannot work on an install that has no such access, and
+    this project does not pretend otherwise. The class exists so that a pgai migration fails
+    here with a message that says what to use instead."""
+
+    implementation: ClassVar[str] = "docling"
+
+    def _validate(self) -> None:
+        raise ConfigurationError(
+            "ParsingDoclingConfig: not supported: docling needs model files downloaded from the "
+            "Hugging Face hub at run time, which this install cannot fetch; use "
+            "ParsingAutoConfig() (PDF, DOCX, HTML, Markdown, text; the 'documents' extra) or "
+            "ParsingPymupdfConfig() (the 'pymupdf' extra, AGPL-3.0)")
+
+
+ParsingConfig = ParsingAutoConfig | ParsingNoneConfig | ParsingPymupdfConfig | ParsingDoclingConfig
 
 # --------------------------------------------------------------------------- chunking
 
@@ -359,7 +445,6 @@ class IndexingHnswConfig(ConfigBase):
 
 
 IndexingConfig = IndexingNoneConfig | IndexingHnswConfig
-LoadingConfig = LoadingColumnConfig
 
 # --------------------------------------------------------------------------- text indexing
 # pgai's open pull request for keyword search (timescale/pgai#908) adds ``text_indexing =>
@@ -405,6 +490,67 @@ class TextIndexingFullTextConfig(ConfigBase):
 
 TextIndexingConfig = TextIndexingNoneConfig | TextIndexingFullTextConfig
 
+# --------------------------------------------------------------------------- destination
+# pgai 0.10+ (``ai.destination_table`` / ``ai.destination_column``): where the embeddings go.
+
+
+def _identifier(value: Any) -> str:
+    """A Postgres name: non-empty, no NUL, at most 63 bytes (longer ones would be truncated)."""
+    name = non_empty_str(value)
+    if "\x00" in name:
+        raise _Invalid(f"must not contain NUL bytes, got {value!r}")
+    if len(name.encode("utf-8")) > 63:
+        raise _Invalid(f"{value!r} is longer than 63 bytes; Postgres would truncate it")
+    return name
+
+
+@dataclass(frozen=True, repr=False)
+class DestinationTableConfig(ConfigBase):
+    """``ai.destination_table``: a store table (one row per chunk) and a view joining it to the
+    source. ``destination`` is a base name: view ``<destination>``, store
+    ``<destination>_store``; ``target_table`` and ``view_name`` take precedence over it.
+    Defaults: ``<source>_embedding_store`` and ``<source>_embedding`` in the source's schema.
+    """
+
+    implementation: ClassVar[str] = "table"
+
+    destination: str | None = field(optional(_identifier), None)
+    target_schema: str | None = field(optional(_identifier), None)
+    target_table: str | None = field(optional(_identifier), None)
+    view_schema: str | None = field(optional(_identifier), None)
+    view_name: str | None = field(optional(_identifier), None)
+
+    def _validate(self) -> None:
+        if self.destination is not None and len((self.destination + "_store").encode()) > 63:
+            raise self._error("destination", f"{self.destination!r} + '_store' is longer than "
+                                             "63 bytes; Postgres would truncate the store's name")
+
+    @property
+    def resolved_target_table(self) -> str | None:
+        """``target_table``, else ``<destination>_store``, else None (the catalog's default)."""
+        if self.target_table is not None:
+            return self.target_table
+        return None if self.destination is None else f"{self.destination}_store"
+
+    @property
+    def resolved_view_name(self) -> str | None:
+        """``view_name``, else ``destination``, else None (the catalog's default)."""
+        return self.view_name if self.view_name is not None else self.destination
+
+
+@dataclass(frozen=True, repr=False)
+class DestinationColumnConfig(ConfigBase):
+    """``ai.destination_column``: one embedding per row, in a ``vector`` column of the source
+    table itself (added when missing). No store table, no view; needs ``ChunkingNoneConfig``.
+    """
+
+    implementation: ClassVar[str] = "column"
+
+    embedding_column: str = field(_identifier)
+
+
+DestinationConfig = DestinationTableConfig | DestinationColumnConfig
+
 # --------------------------------------------------------------------------- processing
 
 
@@ -430,7 +576,11 @@ _CLASSES: dict[str, dict[str | None, type[ConfigBase]]] = {
     "indexing": {c.implementation: c for c in (IndexingNoneConfig, IndexingHnswConfig)},
     "text_indexing": {c.implementation: c for c in (TextIndexingNoneConfig,
                                                     TextIndexingFullTextConfig)},
-    "loading": {c.implementation: c for c in (LoadingColumnConfig,)},
+    "loading": {c.implementation: c for c in (LoadingColumnConfig, LoadingUriConfig)},
+    "parsing": {c.implementation: c for c in (ParsingAutoConfig, ParsingNoneConfig,
+                                              ParsingPymupdfConfig, ParsingDoclingConfig)},
+    "destination": {c.implementation: c for c in (DestinationTableConfig,
+                                                  DestinationColumnConfig)},
     "processing": {None: ProcessingConfig},
 }
 
@@ -472,14 +622,27 @@ class VectorizerConfig(ConfigBase):
         ChunkingRecursiveCharacterTextSplitterConfig())
     formatting: FormattingConfig = field(
         instance_of(*_CLASSES["formatting"].values()), FormattingPythonTemplateConfig())
-    loading: LoadingColumnConfig | None = field(optional(instance_of(LoadingColumnConfig)), None)
+    loading: LoadingConfig | None = field(
+        optional(instance_of(*_CLASSES["loading"].values())), None)
+    parsing: ParsingConfig = field(instance_of(*_CLASSES["parsing"].values()), ParsingAutoConfig())
     indexing: IndexingConfig = field(
         instance_of(*_CLASSES["indexing"].values()), IndexingNoneConfig())
     processing: ProcessingConfig = field(instance_of(ProcessingConfig), ProcessingConfig())
     text_indexing: TextIndexingConfig = field(
         instance_of(*_CLASSES["text_indexing"].values()), TextIndexingNoneConfig())
+    #: ``None``: a store table (its names are the catalog's, not the config's);
+    #: ``DestinationColumnConfig``: the embedding column of the source table
+    destination: DestinationColumnConfig | None = field(
+        optional(instance_of(DestinationColumnConfig)), None)
 
     def _validate(self) -> None:
+        if self.destination is not None:
+            if not isinstance(self.chunking, ChunkingNoneConfig):
+                raise self._error("chunking", "DestinationColumnConfig holds one embedding per "
+                                              "row: use chunking=ChunkingNoneConfig()")
+            if not isinstance(self.text_indexing, TextIndexingNoneConfig):
+                raise self._error("text_indexing", "the keyword index lives in a store table; "
+                                                   "DestinationColumnConfig has none")
         chunk_column = self.chunking.chunk_column
         if self.loading is None:
             if isinstance(self.chunking, ChunkingNoneConfig):
@@ -491,6 +654,10 @@ class VectorizerConfig(ConfigBase):
         elif chunk_column is not None and chunk_column != self.loading.column_name:
             raise self._error("chunking", f"chunk_column {chunk_column!r} differs from "
                                           f"loading.column_name {self.loading.column_name!r}")
+        if isinstance(self.parsing, ParsingPymupdfConfig) and self.loading is None:
+            raise self._error("parsing", "ParsingPymupdfConfig parses documents: set loading="
+                                         "LoadingUriConfig(...) or LoadingColumnConfig(...) on a "
+                                         "bytea column")
 
     @property
     def source_column(self) -> str:
@@ -503,9 +670,11 @@ class VectorizerConfig(ConfigBase):
         return column
 
     def to_dict(self) -> dict[str, Any]:
-        """Each part's ``to_dict()``; ``loading`` is ``None`` when not set."""
+        """Each part's ``to_dict()``; ``loading`` is ``None`` when not set, ``destination`` is
+        left out for a store table (so configs stored before destinations read the same)."""
         return {name: None if value is None else value.to_dict()
-                for name, value in self._field_values()}
+                for name, value in self._field_values()
+                if not (name == "destination" and value is None)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VectorizerConfig:

@@ -130,7 +130,7 @@ class VersionRunner:
     """Everything the agent needs besides faust: a DB connection, the pipeline, counters."""
 
     def __init__(self, spec: VersionSpec, topic: str, settings: WorkerSettings,
-                 dlq: faust.types.TopicT | None) -> None:
+                 dlq: faust.types.TopicT | None, *, build_pipeline: bool = True) -> None:
         self.spec = spec
         self.topic = topic
         self.settings = settings
@@ -146,12 +146,39 @@ class VersionRunner:
         self._instance_loaded = False
         self.foreign_events = 0
         self.errors = ErrorSink(spec.vectorizer_id, spec.version, self._publish if dlq else None)
+        self._pipeline: Pipeline | None = None
+        self._built = asyncio.Event()
+        if build_pipeline:
+            self._set_pipeline(self._new_pipeline())
+
+    def _new_pipeline(self) -> Pipeline:
         options: dict[str, Any] = {}
-        if settings.embedding_concurrency is not None:
-            options["concurrency"] = settings.embedding_concurrency
-        if settings.embedding_timeout is not None:
-            options["timeout"] = settings.embedding_timeout
-        self.pipeline = Pipeline.from_spec(spec, self.errors, **options)
+        if self.settings.embedding_concurrency is not None:
+            options["concurrency"] = self.settings.embedding_concurrency
+        if self.settings.embedding_timeout is not None:
+            options["timeout"] = self.settings.embedding_timeout
+        pipeline = Pipeline.from_spec(self.spec, self.errors, **options)
+        pipeline.embedder.warm()  # what the first batch would load (a tokenizer), now
+        return pipeline
+
+    def _set_pipeline(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self._built.set()
+
+    async def build(self) -> None:
+        """Build the pipeline (embedder, model, tokenizer) in a thread.
+
+        The engine runs this while the app joins its consumer group, which is mostly waiting
+        on the broker: the imports and model loading then cost no start-up time. It raises
+        what building raises (no API key, a missing extra): the version cannot start.
+        """
+        self._set_pipeline(await asyncio.to_thread(self._new_pipeline))
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            raise InvariantError(f"{self.spec.group_id}: the pipeline is used before it is built")
+        return self._pipeline
 
     async def _publish(self, key: bytes, value: bytes) -> None:
         if self._dlq is None:
@@ -282,6 +309,7 @@ class VersionRunner:
 
         Events of another catalog instance (``source`` set and not this database's) are dropped
         before planning: acked with the batch, never applied, not recorded as errors."""
+        await self._built.wait()  # the engine builds the pipeline while the group joins
         if not self._instance_loaded:
             await self._retrying("prepare", self._read_connection, self._close_read,
                                  self._load_instance)
@@ -308,10 +336,17 @@ class VersionRunner:
             await self.errors.publish(bad)
         prepared = await self._retrying("prepare", self._read_connection, self._close_read,
                                         lambda conn: self.pipeline.prepare(conn, events))
-        self.metrics.embedded(prepared.report.chunks_embedded, prepared.report.embedding_calls)
+        self._count_embedding(prepared.report)
         self.metrics.errors([e.step for e in bad] + [e.step for e in prepared.errors])
         self.metrics.events_consumed.inc(len(bad))  # malformed: consumed, recorded as errors
         return prepared
+
+    def _count_embedding(self, report: BatchReport) -> None:
+        """Chunks, calls, tokens and requests of one batch's embedding into the metrics."""
+        self.metrics.embedded(report.chunks_embedded, report.embedding_calls)
+        self.metrics.embedding_usage(self.pipeline.embedder.provider, self.pipeline.model_name,
+                                     tokens=report.tokens, requests=report.requests,
+                                     rate_limited=report.rate_limited)
 
     async def commit_batch(self, prepared: PreparedBatch, partitions: Sequence[int] = ()) -> BatchReport:
         """Commit a prepared batch; plans that went stale meanwhile are made again."""
@@ -332,7 +367,7 @@ class VersionRunner:
             lsns.append(prepared.batch.truncate_lsn)
         lsn = max(lsns) if lsns and not report.inactive else None
         for again in redone:  # embedding work of the batch planned again
-            self.metrics.embedded(again.chunks_embedded, again.embedding_calls)
+            self._count_embedding(again)
         self.metrics.committed(events=prepared.report.events, skipped=report.skipped,
                                rows=report.rows_written, reused=report.chunks_reused,
                                seconds=time.monotonic() - started, lsn=lsn)
@@ -417,8 +452,12 @@ class VersionRunner:
         return True
 
 
-def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust.App:
-    """The faust app of one config version (``app.main()`` or ``faust.Worker(app)`` runs it)."""
+def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings, *,
+               build_pipeline: bool = True) -> faust.App:
+    """The faust app of one config version (``app.main()`` or ``faust.Worker(app)`` runs it).
+
+    ``build_pipeline=False`` leaves the pipeline to ``app.runner.build()``, which the caller
+    must await (the engine does, while the app starts)."""
     heartbeat = max(settings.session_timeout / 10, 0.1)
     datadir = os.path.join(tempfile.gettempdir(), "vectorizer-faust")  # unused: no faust tables
     os.makedirs(datadir, exist_ok=True)
@@ -443,7 +482,7 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings) -> faust
                        key_serializer="raw", value_serializer="raw")
     dlq = app.topic(dlq_topic(topic), key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw", partitions=1)
-    runner = VersionRunner(spec, topic, settings, dlq)
+    runner = VersionRunner(spec, topic, settings, dlq, build_pipeline=build_pipeline)
     app.runner = runner  # type: ignore[attr-defined]  # for tests and the CLI
 
     @app.agent(source, name=f"embed-{spec.vectorizer_id}-v{spec.version}")

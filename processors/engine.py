@@ -54,7 +54,7 @@ from pgai_orm.errors import VectorizerError
 from pgai_orm.runtime.failures import describe_unreachable, one_line
 from pgai_orm.runtime.logs import scrub
 from pgai_orm.runtime.urls import describe_database
-from processors.app import WorkerSettings, create_app, load_spec
+from processors.app import VersionRunner, WorkerSettings, create_app, load_spec
 from processors.metrics import WorkerMetrics, metrics_enabled
 
 logger = logging.getLogger("processors.worker")
@@ -250,22 +250,30 @@ class Engine(mode.Service):
                            version, vectorizer_id, " ".join(str(exc).split()))
             return
         try:
-            app = create_app(spec, topic, self._settings_for())
+            app = create_app(spec, topic, self._settings_for(), build_pipeline=False)
         except Exception as exc:  # noqa: BLE001  # whatever it is, this version cannot run: say why
             await self._start_failed(key, exc, dict(spec.config))
             return
-        self._clear_start_error_once_running(app, key)
+        runner: VersionRunner = app.runner  # type: ignore[attr-defined]  # set by create_app
         self.apps[key] = _Served(app, time.monotonic())
-        logger.info("serving vectorizer %d version %d (consumer group %s, topic %s)",
-                    vectorizer_id, version, spec.group_id, topic)
-        try:
-            await app.start()
-            app.runner.metrics.apps.set(1)  # type: ignore[attr-defined]  # set by create_app
-        except Exception as exc:  # noqa: BLE001  # e.g. the broker refused: the next poll retries
+        # the pipeline (embedder, model) is built while the app joins its group: both mostly wait
+        built, started = await asyncio.gather(runner.build(), app.start(), return_exceptions=True)
+        if isinstance(built, BaseException):
+            await self._stop_app(key, "it cannot start")
+            if not isinstance(built, Exception):
+                raise built
+            await self._start_failed(key, built, dict(spec.config))
+            return
+        if isinstance(started, BaseException):  # e.g. the broker refused: the next poll retries
             logger.error("vectorizer %d version %d: its app did not start (%s: %s)",
-                         vectorizer_id, version, type(exc).__name__, exc)
+                         vectorizer_id, version, type(started).__name__, started)
             await self._stop_app(key, "it did not start")
             self._schedule_retry(key)
+            return
+        await self._forget_start_error(key)
+        runner.metrics.apps.set(1)
+        logger.info("serving vectorizer %d version %d (consumer group %s, topic %s)",
+                    vectorizer_id, version, spec.group_id, topic)
 
     async def _start_failed(self, key: GroupKey, exc: BaseException,
                             config: dict[str, object]) -> None:
@@ -279,21 +287,17 @@ class Engine(mode.Service):
                      " `vectorizer errors`)", name or key[0], key[1], message, delay,
                      extra={"vectorizer": key[0], "version": key[1]})
 
-    def _clear_start_error_once_running(self, app: faust.App, key: GroupKey) -> None:
-        """When the app has started, delete the version's ``start`` error: it can start now."""
+    async def _forget_start_error(self, key: GroupKey) -> None:
+        """The version started: delete its ``start`` error, if it had one."""
         from psycopg import AsyncConnection
 
-        database_url = self.settings.database_url
-
-        async def forget_start_error() -> None:
-            try:
-                async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
-                    await conn.execute(catalog_errors.CLEAR_START_ERROR_SQL, key)
-            except psycopg.Error as exc:
-                logger.warning("could not clear the start error of vectorizer %d version %d: %s",
-                               key[0], key[1], " ".join(str(exc).split()))
-
-        app.task(forget_start_error)
+        try:
+            async with await AsyncConnection.connect(self.settings.database_url,
+                                                     autocommit=True) as conn:
+                await conn.execute(catalog_errors.CLEAR_START_ERROR_SQL, key)
+        except psycopg.Error as exc:
+            logger.warning("could not clear the start error of vectorizer %d version %d: %s",
+                           key[0], key[1], " ".join(str(exc).split()))
 
     async def _stop_app(self, key: GroupKey, why: str) -> None:
         served = self.apps.pop(key)

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
+from pgai_orm.catalog.usage import arecord_usage
 from pgai_orm.configuration import VectorizerConfig
 from pgai_orm.embedders import Embedder, EmbeddingError, create_embedder
 from pgai_orm.embedders.usage import Usage
@@ -223,6 +224,11 @@ class Pipeline:
             await self.errors.publish(prepared.errors)
         return prepared
 
+    @property
+    def model_name(self) -> str:
+        """The embedding model, as usage counts and metrics name it."""
+        return str(getattr(self.embedder, "model", None) or "unknown")
+
     async def commit(self, conn: AsyncConnection[Any], prepared: PreparedBatch) -> BatchReport:
         """The batch's one transaction; raises :class:`StalePlanError` if rows changed meanwhile."""
         batch, report, writes, row_errors = (prepared.batch, prepared.report, prepared.writes,
@@ -242,6 +248,10 @@ class Pipeline:
             # a row keeps at most its latest error: older ones are replaced, a success clears them
             await self.errors.clear(conn, list(outcome.applied_keys))
             await self.errors.record(conn, [e for e in row_errors if e.key_json in outcome.applied_keys])
+            # what embedding this batch cost, counted with the batch: exactly once per commit
+            await arecord_usage(conn, self.spec.vectorizer_id, self.spec.version,
+                                self.embedder.provider, self.model_name, tokens=report.tokens,
+                                requests=report.requests, rate_limited=report.rate_limited)
         report.skipped += len(outcome.superseded_keys)
         report.rows_written = len(outcome.applied_keys)
         report.chunks_written = outcome.chunks_written

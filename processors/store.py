@@ -28,7 +28,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection, sql
 
 from pgai_orm.errors import VectorizerError
-from pgai_orm.events import canonical_key
+from pgai_orm.events import RowChange, canonical_key
 
 Vector = np.ndarray | Sequence[float]
 
@@ -251,15 +251,32 @@ class EmbeddingStore:
         )
 
     async def write(
-        self, conn: AsyncConnection[Any], state: VersionState, rows: Sequence[RowWrite]
+        self, conn: AsyncConnection[Any], state: VersionState, rows: Sequence[RowWrite],
+        changes: Sequence[RowChange] = (),
     ) -> WriteOutcome:
         """Lock, re-check and write ``rows``; must run inside a transaction.
 
         Rows whose applied LSN already reached theirs (or that lie below the truncated LSN) are
         superseded and left alone. Raises :class:`StalePlanError` when a row's state changed
-        since it was planned.
+        since it was planned. ``changes`` (the batch's newest change per row) are not needed
+        here, where rows are addressed by key alone; the column destination guards with them.
         """
         outcome = WriteOutcome()
+        accepted = await self._accept(conn, state, rows, outcome)
+        if not accepted:
+            return outcome
+        store = sql.Identifier(state.target_schema, state.target_table)
+        await self._binary_vectors(conn)
+        copies = await self._fetch_copies(conn, store, accepted)
+        outcome.chunks_deleted = await self._delete_tails(conn, store, accepted)
+        outcome.chunks_written = await self._upsert_chunks(conn, store, accepted, copies)
+        await self._upsert_applied(conn, accepted)
+        outcome.applied_keys = {r.key_json for r in accepted}
+        return outcome
+
+    async def _accept(self, conn: AsyncConnection[Any], state: VersionState,
+                      rows: Sequence[RowWrite], outcome: WriteOutcome) -> list[RowWrite]:
+        """Lock the rows and keep those still to write (see :meth:`write`)."""
         await self.lock_keys(conn, (r.key_json for r in rows))
         current = await self.applied(conn, (r.key_json for r in rows))
         accepted: list[RowWrite] = []
@@ -271,16 +288,7 @@ class EmbeddingStore:
             if now != row.base:
                 raise StalePlanError(row.key_json)
             accepted.append(row)
-        if not accepted:
-            return outcome
-        store = sql.Identifier(state.target_schema, state.target_table)
-        await self._binary_vectors(conn)
-        copies = await self._fetch_copies(conn, store, accepted)
-        outcome.chunks_deleted = await self._delete_tails(conn, store, accepted)
-        outcome.chunks_written = await self._upsert_chunks(conn, store, accepted, copies)
-        await self._upsert_applied(conn, accepted)
-        outcome.applied_keys = {r.key_json for r in accepted}
-        return outcome
+        return accepted
 
     async def _fetch_copies(
         self, conn: AsyncConnection[Any], store: sql.Composable, rows: Sequence[RowWrite]

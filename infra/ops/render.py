@@ -67,6 +67,10 @@ def render_report(report: Report) -> str:
             [[v.version, v.status, v.rows_applied, v.rows_with_chunks, v.chunks,
               v.last_applied_lsn, v.rows_per_s_last_minute, v.consumer_lag]
              for v in vz.versions]))
+        for u in vz.usage:  # what the embedding provider was asked for (and bills)
+            out.append(f"  version {u.version} usage: {u.tokens:,} tokens in {u.requests:,}"
+                       f" requests to {u.provider} {u.model}"
+                       + (f", {u.rate_limited:,} rate-limited (429)" if u.rate_limited else ""))
     out.append("\n(rows/s: source rows applied per second over the last minute; lag: events the"
                " version's\n consumer group has not committed yet)")
     if report.kafka is None:

@@ -24,6 +24,9 @@ from sqlalchemy.sql.elements import TextClause
 from pgai_orm.catalog.schema import CATALOG_VERSION, install_statements, read_installed_version
 from pgai_orm.configuration import (
     ChunkingConfig,
+    DestinationColumnConfig,
+    DestinationConfig,
+    DestinationTableConfig,
     EmbeddingConfig,
     FormattingConfig,
     IndexingConfig,
@@ -86,6 +89,47 @@ def _config_args(config: VectorizerConfig) -> dict[str, Any]:
 _TEXT_ARRAY = ARRAY(sa.Text())
 
 
+def _destination_names(
+    destination: Any, target_schema: str | None, target_table: str | None,
+    view_schema: str | None, view_table: str | None,
+) -> tuple[str | None, str | None, str | None, str | None, DestinationColumnConfig | None]:
+    """pgai's ``destination=`` folded into the seed's keywords (which keep working).
+
+    A ``DestinationTableConfig`` gives the store and view names (pgai's ``destination`` base
+    name: view ``<destination>``, store ``<destination>_store``); naming one of them twice,
+    differently, is an error. A ``DestinationColumnConfig`` has neither store nor view.
+    """
+    names = {"target_schema": target_schema, "target_table": target_table,
+             "view_schema": view_schema, "view_table": view_table}
+    if destination is None:
+        return target_schema, target_table, view_schema, view_table, None
+    if isinstance(destination, DestinationColumnConfig):
+        given = [k for k, v in names.items() if v is not None]
+        if given:
+            raise VectorizerOperationError(
+                f"destination=DestinationColumnConfig(...) has no store table or view, so "
+                f"{', '.join(given)} cannot be given with it")
+        return None, None, None, None, destination
+    if not isinstance(destination, DestinationTableConfig):
+        raise VectorizerOperationError(
+            "destination must be DestinationTableConfig(...) or DestinationColumnConfig(...), "
+            f"got {destination!r}")
+    from_config = {"target_schema": destination.target_schema,
+                   "target_table": destination.resolved_target_table,
+                   "view_schema": destination.view_schema,
+                   "view_table": destination.resolved_view_name}
+    for key, value in from_config.items():
+        if value is None:
+            continue
+        if names[key] is not None and names[key] != value:
+            raise VectorizerOperationError(
+                f"{key}={names[key]!r} contradicts destination={destination!r} "
+                f"(which gives {value!r}); pass one of them")
+        names[key] = value
+    return (names["target_schema"], names["target_table"], names["view_schema"],
+            names["view_table"], None)
+
+
 @Operations.register_operation("create_vectorizer")
 class CreateVectorizerOp(MigrateOperation):
     """Declare a vectorizer on a source table: catalog row, store table, view, index, publication."""
@@ -108,9 +152,12 @@ class CreateVectorizerOp(MigrateOperation):
         grant_to: Sequence[str] | None = None,
         source_schema: str | None = None,
         text_indexing: TextIndexingConfig | None = None,
+        destination: DestinationConfig | None = None,
     ) -> None:
         if source_schema is None:
             source_schema, source = _split_qualified(source, "source")
+        target_schema, target_table, view_schema, view_table, column = _destination_names(
+            destination, target_schema, target_table, view_schema, view_table)
         for value, what in ((source, "source"), (source_schema, "source_schema"), (name, "name"),
                             (target_schema, "target_schema"), (target_table, "target_table"),
                             (view_schema, "view_schema"), (view_table, "view_table")):
@@ -132,6 +179,8 @@ class CreateVectorizerOp(MigrateOperation):
                                     ("processing", processing), ("loading", loading),
                                     ("text_indexing", text_indexing))
                   if v is not None}
+        if column is not None:
+            kwargs["destination"] = column
         self.config = VectorizerConfig(**kwargs)
 
     @classmethod
@@ -154,6 +203,7 @@ class CreateVectorizerOp(MigrateOperation):
         grant_to: Sequence[str] | None = None,
         source_schema: str | None = None,
         text_indexing: TextIndexingConfig | None = None,
+        destination: DestinationConfig | None = None,
     ) -> Any:
         """Create a vectorizer: from now on every change of ``source`` is embedded into its store.
 
@@ -162,13 +212,17 @@ class CreateVectorizerOp(MigrateOperation):
         ``<source>_embedding``, both in the source's schema; the name defaults to
         ``<view_schema>_<view_table>``. ``text_indexing=TextIndexingFullTextConfig()`` adds the
         keyword index that ``search(mode="keyword" | "hybrid")`` needs (docs/search.md).
+        ``destination`` is pgai's: ``DestinationTableConfig(...)`` names the store and view (the
+        same as ``target_table=``/``view_table=``), ``DestinationColumnConfig(embedding_column)``
+        with ``ChunkingNoneConfig`` writes one embedding per row into a column of the source
+        (docs/destinations.md).
         """
         return operations.invoke(cls(
             source, name=name, target_schema=target_schema, target_table=target_table,
             view_schema=view_schema, view_table=view_table, embedding=embedding,
             chunking=chunking, formatting=formatting, indexing=indexing, processing=processing,
             loading=loading, if_not_exists=if_not_exists, grant_to=grant_to,
-            source_schema=source_schema, text_indexing=text_indexing))
+            source_schema=source_schema, text_indexing=text_indexing, destination=destination))
 
     def statements(self) -> list[TextClause]:
         """The SQL of this operation, for online and offline migrations."""
@@ -196,6 +250,11 @@ class CreateVectorizerOp(MigrateOperation):
         return [call]
 
     def reverse(self) -> DropVectorizerOp:
+        column = self.config.destination
+        if column is not None:  # no store to find it by: pgai's default name
+            name = self.name or (f"{self.source_schema or 'public'}_{self.source}_"
+                                 f"{column.embedding_column}")
+            return DropVectorizerOp(name=name, drop_all=True)
         return DropVectorizerOp(name=self.name, target_table=self._qualified_target(),
                                 drop_all=True)
 

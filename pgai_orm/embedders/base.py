@@ -107,6 +107,11 @@ class Embedder(ABC):
         """Tokenizer used to count and truncate; ``None`` when the provider's is unknown."""
         return None
 
+    def warm(self) -> None:
+        """Load now what the first request would load (the tokenizer), so a worker can do it
+        while it waits for its consumer group instead of on its first batch."""
+        self._encoding()
+
     def _pacing(self) -> PacingBucket | None:
         """The rate-limit bucket requests wait on; ``None``: not paced (local models)."""
         return None

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 DEFAULT_API_KEY_NAME = "OPENAI_API_KEY"
 _MODELS_WITHOUT_DIMENSIONS = ("text-embedding-ada-002",)
+#: The names of OpenAI's embedding models, whose tokenizer is cl100k_base.
+OPENAI_MODEL_PREFIX = "text-embedding-"
 
 
 def api_key_from_env(variable: str) -> str:
@@ -98,6 +100,14 @@ class OpenAIEmbedder(Embedder):
             f"base_url={self.base_url!r})"
         )
 
+    def warm(self) -> None:
+        """Also import what the SDK imports on its first request: its resource classes and the
+        pydantic models of the response (about a second of model building on two cores)."""
+        super().warm()
+        import openai.types.create_embedding_response  # noqa: F401  # pydantic models
+
+        _ = self._new_client().embeddings.with_raw_response  # resources are imported lazily
+
     def _new_client(self) -> openai.AsyncOpenAI:
         try:
             import openai
@@ -111,7 +121,12 @@ class OpenAIEmbedder(Embedder):
         )
 
     def _encoding(self) -> tiktoken.Encoding | None:
-        return cl100k()
+        """cl100k_base for OpenAI's own models (``text-embedding-*``, wherever they are served);
+        none for another model behind an OpenAI-compatible endpoint, whose tokenizer is not
+        cl100k: counting with it would be a guess that costs ~40 MiB and a pass over every text,
+        so such inputs are not truncated here and pacing estimates tokens from characters
+        (pgai's worker does the same)."""
+        return cl100k() if self.model.startswith(OPENAI_MODEL_PREFIX) else None
 
     def _pacing(self) -> PacingBucket | None:
         return self._bucket

@@ -154,6 +154,145 @@ CREATE TABLE IF NOT EXISTS vectorizer.usage (
     PRIMARY KEY (vectorizer_id, version, provider, model)
 );
 
+-- Destinations (pgai's ai.destination_column, docs/destinations.md): a vectorizer whose
+-- config.destination is {"implementation": "column", "embedding_column": ...} writes one vector
+-- per row into that column of the source and has no store table and no view, so their names are
+-- NULL (never the source's own name: a DROP or TRUNCATE of "the store" must not reach it).
+ALTER TABLE vectorizer.vectorizers
+    ALTER COLUMN target_schema DROP NOT NULL, ALTER COLUMN target_table DROP NOT NULL,
+    ALTER COLUMN view_schema DROP NOT NULL, ALTER COLUMN view_table DROP NOT NULL;
+ALTER TABLE vectorizer.config_versions
+    ALTER COLUMN target_schema DROP NOT NULL, ALTER COLUMN target_table DROP NOT NULL;
+
+
+-- Pause and resume (pgai's ai.disable_vectorizer_schedule / ai.enable_vectorizer_schedule;
+-- docs/operations.md, "Pausing a vectorizer"): while paused_at is set the workers serve none of
+-- the vectorizer's versions, so nothing is embedded; the connector goes on streaming its changes
+-- into Kafka (the slot keeps advancing, no WAL is pinned) and a resume continues from the
+-- committed offsets.
+ALTER TABLE vectorizer.vectorizers ADD COLUMN IF NOT EXISTS paused_at timestamptz;
+
+-- What the workers measure per config version, every few seconds (processors/engine.py), so that
+-- SQL alone can see what `vectorizer status` shows: pending, the events in the topic the version's
+-- consumer group has not committed yet (the topic's high-water marks minus the group's committed
+-- offsets, summed over the partitions; measured for paused versions too), measured_at when;
+-- last_applied_lsn, the highest source LSN a committed batch held, and last_applied_at when.
+-- Several workers of one group write the same pending and the greatest LSN.
+CREATE TABLE IF NOT EXISTS vectorizer.worker_progress (
+    vectorizer_id    int NOT NULL,
+    version          int NOT NULL,
+    pending          bigint,
+    measured_at      timestamptz,
+    last_applied_lsn pg_lsn,
+    last_applied_at  timestamptz,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (vectorizer_id, version),
+    FOREIGN KEY (vectorizer_id, version)
+        REFERENCES vectorizer.config_versions (vectorizer_id, version) ON DELETE CASCADE
+);
+
+-- pgai's ai.vectorizer_status, with pgai's column names where it has one (id, source_table,
+-- target_table, view, pending_items, disabled) and what `vectorizer status` adds. pending_items is
+-- the serving version's exact count (NULL until a worker measured it), never capped.
+CREATE OR REPLACE VIEW vectorizer.vectorizer_status AS
+SELECT v.id,
+       v.name,
+       format('%I.%I', v.source_schema, v.source_table) AS source_table,
+       CASE WHEN v.target_table IS NOT NULL
+            THEN format('%I.%I', v.target_schema, v.target_table) END AS target_table,
+       CASE WHEN v.view_table IS NOT NULL
+            THEN format('%I.%I', v.view_schema, v.view_table) END AS "view",
+       v.config_version AS serving_version,
+       v.paused_at IS NOT NULL AS paused,
+       v.paused_at IS NOT NULL AS disabled,
+       v.paused_at,
+       p.pending AS pending_items,
+       p.measured_at AS pending_measured_at,
+       (SELECT count(DISTINCT e.pk) FROM vectorizer.errors e
+         WHERE e.vectorizer_id = v.id AND e.pk IS NOT NULL) AS error_rows,
+       (SELECT count(*) FROM vectorizer.errors e WHERE e.vectorizer_id = v.id) AS errors,
+       p.last_applied_lsn,
+       p.last_applied_at,
+       b.version AS building_version,
+       bp.pending AS building_pending_items,
+       (SELECT ct.status FROM vectorizer.connector_tables ct
+         WHERE ct.source_schema = v.source_schema AND ct.source_table = v.source_table
+         ORDER BY ct.updated_at DESC LIMIT 1) AS connector_state,
+       (SELECT max(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN NULL
+                                        ELSE pg_current_wal_lsn() END, s.confirmed_flush_lsn))::bigint
+          FROM vectorizer.connector_tables ct
+          JOIN pg_replication_slots s ON s.slot_name = ct.slot_name
+         WHERE ct.source_schema = v.source_schema AND ct.source_table = v.source_table)
+           AS wal_pending_bytes
+  FROM vectorizer.vectorizers v
+  LEFT JOIN vectorizer.worker_progress p ON p.vectorizer_id = v.id AND p.version = v.config_version
+  LEFT JOIN LATERAL (SELECT max(cv.version) AS version FROM vectorizer.config_versions cv
+                      WHERE cv.vectorizer_id = v.id AND cv.status = 'building') b ON true
+  LEFT JOIN vectorizer.worker_progress bp ON bp.vectorizer_id = v.id AND bp.version = b.version;
+
+-- pgai's ai.vectorizer_errors (id is the vectorizer's, message, details, recorded, name), plus the
+-- error's own id, version, key, step and LSN (`vectorizer errors`).
+CREATE OR REPLACE VIEW vectorizer.vectorizer_errors AS
+SELECT e.vectorizer_id AS id, v.name, e.message, e.details, e.recorded_at AS recorded,
+       e.id AS error_id, e.version, e.pk, e.step, e.lsn
+  FROM vectorizer.errors e
+  JOIN vectorizer.vectorizers v ON v.id = e.vectorizer_id;
+
+-- Pause (disable) and resume (enable) a vectorizer by name; the Alembic operations
+-- op.disable_vectorizer / op.enable_vectorizer and `vectorizer pause` / `resume` call these. Both
+-- are idempotent: pausing a paused vectorizer keeps its paused_at.
+CREATE OR REPLACE FUNCTION vectorizer.disable_vectorizer(p_name text) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    UPDATE vectorizer.vectorizers SET paused_at = coalesce(paused_at, now()), updated_at = now()
+     WHERE name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'vectorizer "%" does not exist', p_name USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION vectorizer.enable_vectorizer(p_name text) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    UPDATE vectorizer.vectorizers SET paused_at = NULL, updated_at = now() WHERE name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'vectorizer "%" does not exist', p_name USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$fn$;
+
+-- pgai's spellings, by id or by name, for SQL written against pgai.
+CREATE OR REPLACE FUNCTION vectorizer.disable_vectorizer_schedule(name text) RETURNS void
+LANGUAGE sql AS $fn$ SELECT vectorizer.disable_vectorizer(name) $fn$;
+CREATE OR REPLACE FUNCTION vectorizer.enable_vectorizer_schedule(name text) RETURNS void
+LANGUAGE sql AS $fn$ SELECT vectorizer.enable_vectorizer(name) $fn$;
+CREATE OR REPLACE FUNCTION vectorizer.disable_vectorizer_schedule(vectorizer_id int) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_name text;
+BEGIN
+    SELECT v.name INTO v_name FROM vectorizer.vectorizers v WHERE v.id = vectorizer_id;
+    IF v_name IS NULL THEN
+        RAISE EXCEPTION 'vectorizer with id % does not exist', vectorizer_id
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    PERFORM vectorizer.disable_vectorizer(v_name);
+END
+$fn$;
+CREATE OR REPLACE FUNCTION vectorizer.enable_vectorizer_schedule(vectorizer_id int) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_name text;
+BEGIN
+    SELECT v.name INTO v_name FROM vectorizer.vectorizers v WHERE v.id = vectorizer_id;
+    IF v_name IS NULL THEN
+        RAISE EXCEPTION 'vectorizer with id % does not exist', vectorizer_id
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    PERFORM vectorizer.enable_vectorizer(v_name);
+END
+$fn$;
 
 -- Raise a clear error when a name would be silently truncated by Postgres (63 bytes).
 CREATE OR REPLACE FUNCTION vectorizer._check_name(p_what text, p_name text) RETURNS void
@@ -391,6 +530,9 @@ DECLARE
     v_join text;
 BEGIN
     SELECT * INTO STRICT v FROM vectorizer.vectorizers WHERE id = p_id;
+    IF v.view_table IS NULL THEN
+        RETURN;  -- a column destination has no view
+    END IF;
     SELECT string_agg(format('t.%I = s.%I', k->>'attname', coalesce(a.attname, k->>'attname')), ' AND ')
       INTO v_join
       FROM jsonb_array_elements(v.source_pk) AS k
@@ -426,6 +568,22 @@ BEGIN
         RAISE EXCEPTION 'source table %.% has a column named "%", which the embedding view reserves',
             p_source_schema, p_source_table, v_col USING ERRCODE = 'duplicate_column';
     END IF;
+    PERFORM vectorizer._validate_read_columns(p_source_schema, p_source_table, p_source_column,
+                                              p_placeholders);
+END
+$fn$;
+
+
+-- The columns a config reads exist: the chunked column and every template placeholder. (A column
+-- destination has no view, so _validate_source's reserved names do not apply to it.)
+CREATE OR REPLACE FUNCTION vectorizer._validate_read_columns(
+    p_source_schema name, p_source_table name, p_source_column text, p_placeholders text[]
+) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_rel regclass := format('%I.%I', p_source_schema, p_source_table)::regclass;
+    v_col text;
+BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = v_rel AND attname = p_source_column
                    AND attnum > 0 AND NOT attisdropped) THEN
         RAISE EXCEPTION 'column "%" does not exist in source table %.%', p_source_column,
@@ -439,6 +597,46 @@ BEGIN
                 p_source_schema, p_source_table USING ERRCODE = 'undefined_column';
         END IF;
     END LOOP;
+END
+$fn$;
+
+
+-- The embedding column of a column destination (pgai's ai.destination_column): added as
+-- vector(N) when missing, accepted when it exists with that type; an HNSW index on it when the
+-- config asks for one. Nothing else of the source changes.
+CREATE OR REPLACE FUNCTION vectorizer._create_embedding_column(
+    p_rel regclass, p_column text, p_dimensions int, p_indexing jsonb
+) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_type text;
+    v_opclass text;
+BEGIN
+    PERFORM vectorizer._check_name('embedding column', p_column);
+    IF p_dimensions IS NULL OR p_dimensions <= 0 THEN
+        RAISE EXCEPTION 'embedding dimensions must be a positive integer, got %', p_dimensions
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT format_type(atttypid, atttypmod) INTO v_type FROM pg_attribute
+     WHERE attrelid = p_rel AND attname = p_column AND attnum > 0 AND NOT attisdropped;
+    IF v_type IS NULL THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN %I vector(%s)', p_rel, p_column, p_dimensions);
+    ELSIF v_type <> format('vector(%s)', p_dimensions) THEN
+        RAISE EXCEPTION 'column "%" of % is %, but the embedding needs vector(%)', p_column, p_rel,
+            v_type, p_dimensions
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'name another embedding_column, or change the column''s type first';
+    END IF;
+    IF p_indexing->>'implementation' = 'hnsw' THEN
+        v_opclass := p_indexing->>'opclass';
+        IF v_opclass NOT IN ('vector_cosine_ops', 'vector_l2_ops', 'vector_ip_ops', 'vector_l1_ops') THEN
+            RAISE EXCEPTION 'unknown HNSW opclass %', v_opclass USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        EXECUTE format(
+            'CREATE INDEX IF NOT EXISTS %I ON %s USING hnsw (%I %s) WITH (m = %s, ef_construction = %s)',
+            left((SELECT relname FROM pg_class WHERE oid = p_rel) || '_' || p_column, 50) || '_hnsw_idx',
+            p_rel, p_column, v_opclass, (p_indexing->>'m')::int, (p_indexing->>'ef_construction')::int);
+    END IF;
 END
 $fn$;
 
@@ -461,6 +659,8 @@ DECLARE
     v_view_schema name;
     v_view_table name;
     v_role text;
+    v_column text := CASE WHEN p_config->'destination'->>'implementation' = 'column'
+                          THEN p_config->'destination'->>'embedding_column' END;
 BEGIN
     PERFORM vectorizer._check_name('source table', p_source_table);
     IF v_schema IS NULL THEN
@@ -490,15 +690,34 @@ BEGIN
             v_schema, p_source_table USING ERRCODE = 'invalid_table_definition';
     END IF;
 
-    v_target_schema := coalesce(p_target_schema, v_schema);
-    v_target_table := coalesce(p_target_table, p_source_table || '_embedding_store');
-    v_view_schema := coalesce(p_view_schema, v_target_schema);
-    v_view_table := coalesce(p_view_table, p_source_table || '_embedding');
-    v_name := coalesce(p_name, v_view_schema || '_' || v_view_table);
-    PERFORM vectorizer._check_name('target schema', v_target_schema);
-    PERFORM vectorizer._check_name('target table', v_target_table);
-    PERFORM vectorizer._check_name('view schema', v_view_schema);
-    PERFORM vectorizer._check_name('view table', v_view_table);
+    IF v_column IS NOT NULL THEN
+        -- a column destination: no store, no view (their names stay NULL); pgai's default name
+        IF p_config->'chunking'->>'implementation' IS DISTINCT FROM 'none' THEN
+            RAISE EXCEPTION 'a column destination holds one embedding per row: chunking must be none'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'chunking=ChunkingNoneConfig()';
+        END IF;
+        IF coalesce(p_target_schema, p_target_table, p_view_schema, p_view_table) IS NOT NULL THEN
+            RAISE EXCEPTION 'a column destination has no store table or view to name'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_name := coalesce(p_name, v_schema || '_' || p_source_table || '_' || v_column);
+        IF EXISTS (SELECT 1 FROM vectorizer.vectorizers
+                    WHERE name <> v_name AND source_schema = v_schema AND source_table = p_source_table
+                      AND config->'destination'->>'embedding_column' = v_column) THEN
+            RAISE EXCEPTION 'column "%" of %.% is the destination of another vectorizer', v_column,
+                v_schema, p_source_table USING ERRCODE = 'duplicate_object';
+        END IF;
+    ELSE
+        v_target_schema := coalesce(p_target_schema, v_schema);
+        v_target_table := coalesce(p_target_table, p_source_table || '_embedding_store');
+        v_view_schema := coalesce(p_view_schema, v_target_schema);
+        v_view_table := coalesce(p_view_table, p_source_table || '_embedding');
+        v_name := coalesce(p_name, v_view_schema || '_' || v_view_table);
+        PERFORM vectorizer._check_name('target schema', v_target_schema);
+        PERFORM vectorizer._check_name('target table', v_target_table);
+        PERFORM vectorizer._check_name('view schema', v_view_schema);
+        PERFORM vectorizer._check_name('view table', v_view_table);
+    END IF;
     IF v_name = '' THEN
         RAISE EXCEPTION 'vectorizer name must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -513,12 +732,20 @@ BEGIN
         RAISE EXCEPTION 'vectorizer "%" (or one on %.%) already exists', v_name, v_target_schema, v_target_table
             USING ERRCODE = 'duplicate_object', HINT = 'pass if_not_exists=True to skip';
     END IF;
-    IF to_regclass(format('%I.%I', v_view_schema, v_view_table)) IS NOT NULL THEN
+    IF v_column IS NULL AND to_regclass(format('%I.%I', v_view_schema, v_view_table)) IS NOT NULL THEN
         RAISE EXCEPTION 'view %.% already exists', v_view_schema, v_view_table
             USING ERRCODE = 'duplicate_table';
     END IF;
 
-    PERFORM vectorizer._validate_source(v_schema, p_source_table, p_source_column, p_placeholders);
+    IF v_column IS NULL THEN
+        PERFORM vectorizer._validate_source(v_schema, p_source_table, p_source_column, p_placeholders);
+    ELSE
+        PERFORM vectorizer._validate_read_columns(v_schema, p_source_table, p_source_column, p_placeholders);
+        IF v_column = p_source_column OR v_column = ANY (coalesce(p_placeholders, '{}')) THEN
+            RAISE EXCEPTION 'embedding_column "%" is a column the vectorizer reads', v_column
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
 
     INSERT INTO vectorizer.vectorizers
         (name, source_schema, source_table, source_pk, target_schema, target_table,
@@ -533,10 +760,14 @@ BEGIN
     VALUES (v_id, 1, p_config, v_target_schema, v_target_table, 'active', now(),
             vectorizer._config_columns(v_rel, p_config));
 
-    PERFORM vectorizer._create_store(v_pk, v_target_schema, v_target_table, p_dimensions,
-                                     p_config->'indexing');
-    PERFORM vectorizer._apply_text_indexing(v_target_schema, v_target_table, p_config->'text_indexing');
-    PERFORM vectorizer._create_view(v_id);
+    IF v_column IS NULL THEN
+        PERFORM vectorizer._create_store(v_pk, v_target_schema, v_target_table, p_dimensions,
+                                         p_config->'indexing');
+        PERFORM vectorizer._apply_text_indexing(v_target_schema, v_target_table, p_config->'text_indexing');
+        PERFORM vectorizer._create_view(v_id);
+    ELSE
+        PERFORM vectorizer._create_embedding_column(v_rel, v_column, p_dimensions, p_config->'indexing');
+    END IF;
     -- publish_via_partition_root: changes of a partitioned source arrive as changes of the
     -- source itself (pgoutput would name the partition otherwise), partitions attached later included.
     EXECUTE format('CREATE PUBLICATION %I FOR TABLE %I.%I WITH (publish_via_partition_root = true)',
@@ -544,8 +775,14 @@ BEGIN
     PERFORM vectorizer._install_truncate_triggers(v_rel);
 
     FOREACH v_role IN ARRAY coalesce(p_grant_to, '{}') LOOP
+        EXECUTE format('GRANT SELECT ON vectorizer.vectorizers, vectorizer.config_versions,'
+                       ' vectorizer.vectorizer_status, vectorizer.vectorizer_errors TO %I', v_role);
+        IF v_column IS NOT NULL THEN  -- the embeddings are in the source: as pgai, it may read that
+            EXECUTE format('GRANT USAGE ON SCHEMA vectorizer, %I TO %I', v_schema, v_role);
+            EXECUTE format('GRANT SELECT ON %s TO %I', v_rel, v_role);
+            CONTINUE;
+        END IF;
         EXECUTE format('GRANT USAGE ON SCHEMA vectorizer, %I, %I TO %I', v_target_schema, v_view_schema, v_role);
-        EXECUTE format('GRANT SELECT ON vectorizer.vectorizers, vectorizer.config_versions TO %I', v_role);
         EXECUTE format('GRANT SELECT ON %I.%I, %I.%I TO %I',
                        v_target_schema, v_target_table, v_view_schema, v_view_table, v_role);
     END LOOP;
@@ -599,10 +836,11 @@ BEGIN
             USING ERRCODE = 'undefined_object';
     END IF;
     EXECUTE format('DROP PUBLICATION IF EXISTS %I', v.publication_name);
-    IF p_drop_all THEN
+    -- drop_all of a column destination keeps the column, as pgai does: it is the user's table
+    IF p_drop_all AND v.view_table IS NOT NULL THEN
         EXECUTE format('DROP VIEW IF EXISTS %I.%I', v.view_schema, v.view_table);
         FOR cv IN SELECT target_schema, target_table FROM vectorizer.config_versions
-                   WHERE vectorizer_id = v.id LOOP
+                   WHERE vectorizer_id = v.id AND target_table IS NOT NULL LOOP
             EXECUTE format('DROP TABLE IF EXISTS %I.%I', cv.target_schema, cv.target_table);
         END LOOP;
     END IF;
@@ -645,6 +883,26 @@ BEGIN
     SELECT config INTO v_config FROM vectorizer.config_versions
      WHERE vectorizer_id = v.id ORDER BY version DESC LIMIT 1;
     v_config := v_config || p_patch;
+    IF v.config->'destination'->>'implementation' = 'column' THEN
+        -- one column, one vector per row: a new version could only be built into the column the
+        -- current one serves from, so what is embedded cannot change in place
+        IF p_patch ?| ARRAY['embedding', 'chunking', 'formatting', 'loading', 'destination']
+                OR coalesce(p_patch->'text_indexing'->>'implementation', 'none') <> 'none' THEN
+            RAISE EXCEPTION 'vectorizer % writes into column "%" of its source: only processing and indexing can change in place',
+                p_name, v.config->'destination'->>'embedding_column'
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'drop the vectorizer and create it again with the new config (it embeds every row again)';
+        END IF;
+        IF p_patch->'indexing'->>'implementation' = 'hnsw' THEN
+            PERFORM vectorizer._create_embedding_column(
+                format('%I.%I', v.source_schema, v.source_table)::regclass,
+                v.config->'destination'->>'embedding_column', p_dimensions, p_patch->'indexing');
+        END IF;
+        UPDATE vectorizer.config_versions SET config = config || p_patch
+         WHERE vectorizer_id = v.id AND status IN ('active', 'building');
+        UPDATE vectorizer.vectorizers SET config = config || p_patch, updated_at = now() WHERE id = v.id;
+        RETURN v.config_version;
+    END IF;
     -- Validate the merged config: a new template must name columns of the source, a new
     -- chunking or loading config must name an existing column.
     PERFORM vectorizer._validate_source(
@@ -1037,7 +1295,8 @@ DECLARE
     v_n int := 0;
 BEGIN
     FOR v IN SELECT id, view_schema, view_table, target_schema, target_table FROM vectorizer.vectorizers
-              WHERE to_regclass(format('%I.%I', source_schema, source_table)) = p_source ORDER BY id LOOP
+              WHERE to_regclass(format('%I.%I', source_schema, source_table)) = p_source
+                AND view_table IS NOT NULL ORDER BY id LOOP
         v_view := to_regclass(format('%I.%I', v.view_schema, v.view_table));
         -- without its store the view could not come back: leave it (the ALTER then says why not)
         CONTINUE WHEN v_view IS NULL OR to_regclass(format('%I.%I', v.target_schema, v.target_table)) IS NULL;
@@ -1064,7 +1323,8 @@ DECLARE
     v_meta jsonb;
 BEGIN
     SELECT * INTO STRICT v FROM vectorizer.vectorizers WHERE id = p_id;
-    IF to_regclass(format('%I.%I', v.source_schema, v.source_table)) IS NULL
+    IF v.view_table IS NULL  -- a column destination has no view
+            OR to_regclass(format('%I.%I', v.source_schema, v.source_table)) IS NULL
             OR to_regclass(format('%I.%I', v.target_schema, v.target_table)) IS NULL THEN
         RETURN;
     END IF;
@@ -1149,7 +1409,7 @@ BEGIN
                   HINT = 'drop the vectorizer and create it again to change the type of a key column';
     END LOOP;
     SELECT attname INTO r FROM pg_attribute
-     WHERE attrelid = v_rel AND attnum > 0 AND NOT attisdropped
+     WHERE attrelid = v_rel AND attnum > 0 AND NOT attisdropped AND v.view_table IS NOT NULL
        AND attname IN ('chunk', 'chunk_seq', 'embedding', 'embedding_uuid') LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'source table %.% would have a column named "%", which the embedding view of vectorizer % reserves',

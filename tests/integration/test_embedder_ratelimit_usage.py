@@ -35,10 +35,13 @@ def test_batches_add_up_per_version_provider_and_model(vectorizer: tuple[str, in
         record_usage(conn, vid, 1, "openai", "text-embedding-3-small", tokens=0, requests=0)
 
     async def from_the_worker() -> None:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        try:
             async with conn.transaction():
                 await arecord_usage(conn, vid, 2, "openai", "text-embedding-3-large",
                                     tokens=50, requests=1)
+        finally:
+            await conn.close()
 
     asyncio.run(from_the_worker())
     with psycopg.connect(url, autocommit=True) as conn:

@@ -147,16 +147,12 @@ def run_ours(server_url: str, servers: str, server: EmbeddingServer, rows: list[
     worker = next(s for s in services.services if s.name.startswith("worker"))
     name = f"ours_{count}"
     sampler.track(name, worker.pid or 0)
-    processes = 0
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            def alive() -> None:
-                nonlocal processes
-                services.check_alive()
-                processes = max(processes, process_count(worker.pid or 0))
-
-            result: dict[str, Any] = wait_backfill(conn, stores, len(rows), started, alive,
-                                                   timeout)
+            result: dict[str, Any] = wait_backfill(conn, stores, len(rows), started,
+                                                   services.check_alive, timeout)
+            # after the backfill: a short-lived helper (the SDK asking `uname`) is no process
+            processes = process_count(worker.pid or 0)
     finally:
         services.stop()
         sampler.untrack(name)
@@ -192,17 +188,11 @@ def run_pgai(server_url: str, server: EmbeddingServer, rows: list[Row], count: i
     started = time.monotonic()
     name = f"pgai_{count}"
     sampler.track(name, worker.start())
-    processes = 0
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            def alive() -> None:
-                nonlocal processes
-                worker.check()
-                processes = max(processes, process_count(worker.process.pid if worker.process
-                                                         else 0))
-
-            result: dict[str, Any] = wait_backfill(conn, stores, len(rows), started, alive,
-                                                   timeout)
+            result: dict[str, Any] = wait_backfill(conn, stores, len(rows), started,
+                                                   worker.check, timeout)
+            processes = process_count(worker.process.pid if worker.process else 0)
     finally:
         worker.stop()
         sampler.untrack(name)

@@ -26,7 +26,7 @@ then stands for text the row no longer has.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from psycopg import AsyncConnection, sql
 from pgai_orm.events import RowChange
 from processors.store import EmbeddingStore, RowWrite, StalePlanError, VersionState, WriteOutcome
 
-__all__ = ["ColumnStore"]
+__all__ = ["ColumnStore", "store_for"]
 
 
 class ColumnStore(EmbeddingStore):
@@ -69,32 +69,33 @@ class ColumnStore(EmbeddingStore):
         if not accepted:
             return outcome
         by_key = {c.key_json: c for c in changes}
-        updates: list[tuple[RowWrite, Any]] = []  # (row, vector or None for NULL)
+        updates: dict[str, tuple[RowWrite, Any]] = {}  # key -> (row, vector, or None for NULL)
         for row in accepted:
             change = by_key.get(row.key_json)
             if not row.chunks:
                 # a delete (the row is gone) or a failed row (its old vector must go)
                 if row.base is not None and row.base.chunk_hashes and not (
                         change is not None and change.is_delete):
-                    updates.append((row, None))
+                    updates[row.key_json] = (row, None)
                 continue
             if len(row.chunks) != 1:
                 raise StalePlanError(f"{row.key_json}: a column destination holds one chunk")
             chunk = row.chunks[0]
             if chunk.embedding is not None:
-                updates.append((row, np.asarray(chunk.embedding, dtype=np.float32)))
+                updates[row.key_json] = (row, np.asarray(chunk.embedding, dtype=np.float32))
             elif not (row.base and row.base.chunk_hashes[:1] == (chunk.hash,)):
                 raise StalePlanError(row.key_json)  # reuse of a vector the row does not have
-        written = await self._update(conn, updates, by_key) if updates else set()
+        written = await self._update(conn, list(updates.values()), by_key) if updates else set()
         final: list[RowWrite] = []
         for row in accepted:
-            wrote = next((v for r, v in updates if r is row), _NO_WRITE)
-            if wrote is _NO_WRITE or row.key_json in written:
+            if row.key_json not in updates:
+                final.append(row)  # nothing to write: the vector is already the row's
+            elif row.key_json in written:
                 final.append(row)
-                if wrote is not _NO_WRITE and wrote is not None:
-                    outcome.chunks_written += 1
-                elif wrote is None:
+                if updates[row.key_json][1] is None:
                     outcome.chunks_deleted += 1
+                else:
+                    outcome.chunks_written += 1
             else:
                 # skipped by the guard (the row changed since) or gone: keep no hash, so the
                 # row's next event embeds it
@@ -157,4 +158,13 @@ class ColumnStore(EmbeddingStore):
         return orjson.dumps({renamed.get(k, k): v for k, v in orjson.loads(key_json).items()}).decode()
 
 
-_NO_WRITE: Any = object()
+
+def store_for(vectorizer_id: int, version: int, source_schema: str, source_table: str,
+              pk_columns: Sequence[str], config: Mapping[str, Any],
+              read_columns: frozenset[str]) -> EmbeddingStore:
+    """The writer of a version's destination: its store table, or the source's own column."""
+    destination = config.get("destination") or {}
+    if destination.get("implementation") == "column":
+        return ColumnStore(vectorizer_id, version, source_schema, source_table, pk_columns,
+                           str(destination["embedding_column"]), read_columns)
+    return EmbeddingStore(vectorizer_id, version, source_schema, source_table, pk_columns)

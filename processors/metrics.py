@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -117,6 +118,16 @@ class WorkerMetrics:
             "vectorizer_embedding_rate_limited", "429 answers of the embedding provider (each"
             " retried after its Retry-After)", usage_labels, registry=self.registry)
         self._lsn = 0
+        #: what the engine records in vectorizer.worker_progress and counts for --once and
+        #: --exit-on-error: rows recorded as failed in this process (start failures apart),
+        #: and when (wall clock) a committed batch last raised the applied LSN
+        self.rows_failed = 0
+        self.applied_at: float | None = None
+
+    @property
+    def applied_lsn(self) -> int | None:
+        """The highest source LSN this process committed for the version (None: none yet)."""
+        return self._lsn or None
 
     @classmethod
     def of(cls, vectorizer_id: int, version: int, name: str | None = None) -> WorkerMetrics:
@@ -131,6 +142,8 @@ class WorkerMetrics:
     def errors(self, steps: Iterable[str]) -> None:
         for step in steps:
             self._errors.labels(**self.labels, step=step).inc()
+            if step != "start":
+                self.rows_failed += 1
 
     def embedding_usage(self, provider: str, model: str, *, tokens: int, requests: int,
                         rate_limited: int = 0) -> None:
@@ -155,6 +168,7 @@ class WorkerMetrics:
         self.store_seconds.observe(seconds)
         if lsn is not None and lsn > self._lsn:
             self._lsn = lsn
+            self.applied_at = time.time()
             self.last_applied_lsn.set(lsn)
 
 

@@ -277,8 +277,8 @@ def decode_text(data: bytes, charset: str | None = None) -> str:
 def parse_pymupdf(doc: Document) -> str:
     """pgai's ``parsing_pymupdf``: Markdown from PyMuPDF + pymupdf4llm (the ``pymupdf`` extra)."""
     try:
-        import pymupdf  # type: ignore[import-not-found, unused-ignore]  # optional AGPL extra
-        import pymupdf4llm  # type: ignore[import-not-found, unused-ignore]  # optional AGPL extra
+        import pymupdf  # the optional AGPL extra
+        import pymupdf4llm
     except ImportError:
         raise ParsingError(
             "ParsingPymupdfConfig needs the 'pymupdf' extra on the worker: pip install "

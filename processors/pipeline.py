@@ -30,10 +30,12 @@ from pgai_orm.embedders.usage import Usage
 from pgai_orm.errors import InvariantError, VectorizerError
 from pgai_orm.events import Event, RowChange
 from processors.chunking import Chunker, chunker_for
+from processors.column_store import store_for
 from processors.errors_sink import ErrorSink, RowError
 from processors.events import ReducedBatch, reduce_newest
 from processors.formatting import Formatter, FormattingError, formatter_for, template_placeholders
-from processors.store import Applied, ChunkWrite, EmbeddingStore, RowWrite, StalePlanError, Vector
+from processors.loading import Loader, LoadFailure
+from processors.store import Applied, ChunkWrite, RowWrite, StalePlanError, Vector
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +163,11 @@ class Pipeline:
         self.formatter = formatter or formatter_for(objects.formatting)
         self.source_column = source_column(spec.config)
         self.read_columns = read_columns(spec.config)
-        self.store = EmbeddingStore(
-            spec.vectorizer_id, spec.version, spec.source_schema, spec.source_table, spec.pk_columns
-        )
+        # documents (a URI or bytea column) are fetched and parsed; plain text columns skip this
+        self.loader = (None if objects.loading is None else
+                       Loader(objects.loading, objects.parsing, spec.source_schema, spec.source_table))
+        self.store = store_for(spec.vectorizer_id, spec.version, spec.source_schema,
+                               spec.source_table, spec.pk_columns, spec.config, self.read_columns)
 
     @classmethod
     def from_spec(cls, spec: VersionSpec, errors: ErrorSink, **embedder_options: Any) -> Pipeline:
@@ -244,7 +248,7 @@ class Pipeline:
             if batch.truncate_lsn is not None and batch.truncate_lsn > locked.truncated_lsn:
                 await self.store.truncate(conn, locked, batch.truncate_lsn)
                 report.truncated = True
-            outcome = await self.store.write(conn, locked, writes)
+            outcome = await self.store.write(conn, locked, writes, batch.changes)
             # a row keeps at most its latest error: older ones are replaced, a success clears them
             await self.errors.clear(conn, list(outcome.applied_keys))
             await self.errors.record(conn, [e for e in row_errors if e.key_json in outcome.applied_keys])
@@ -296,6 +300,12 @@ class Pipeline:
                     rows[key] = {**fresh[key], **rows[key]}
                 else:
                     rows.pop(key)  # deleted since: its delete event follows
+        loaded: dict[str, str | LoadFailure] = {}
+        if self.loader is not None:  # the load step: fetch and parse, concurrently per batch
+            named = {k: _follow_renames(r, self.read_columns, names) if names else r
+                     for k, r in rows.items()}
+            loaded = await self.loader.load(conn, {k: r[self.source_column] for k, r in named.items()
+                                                   if self.source_column in r})
 
         planned: list[_Planned] = []
         for change in todo:
@@ -305,8 +315,14 @@ class Pipeline:
             base = applied.get(change.key_json)
             if names:
                 row = _follow_renames(row, self.read_columns, names)
+            text = loaded.get(change.key_json)
+            if isinstance(text, LoadFailure):
+                row_errors.append(RowError(change.key_json, change.lsn, "load", text.message,
+                                           text.details))
+                writes.append(RowWrite(change.key_json, change.lsn, (), base))
+                continue
             try:
-                plan = self._chunk_and_format(change, row, base)
+                plan = self._chunk_and_format(change, row, base, text)
             except _RowFailure as failure:
                 row_errors.append(failure.error)
                 writes.append(RowWrite(change.key_json, change.lsn, (), base))
@@ -326,11 +342,12 @@ class Pipeline:
         return {}
 
     def _chunk_and_format(
-        self, change: RowChange, row: Mapping[str, Any], base: Applied | None
+        self, change: RowChange, row: Mapping[str, Any], base: Applied | None,
+        loaded: str | None = None,
     ) -> _Planned:
         if self.source_column not in row:
             raise _RowFailure(change, "load", f"column {self.source_column!r} is not in the row")
-        text = row[self.source_column]
+        text = row[self.source_column] if loaded is None else loaded
         if text is not None and not isinstance(text, str):
             text = str(text)
         try:

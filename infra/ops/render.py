@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pgai_orm.catalog.report import Report, SlotStatus
+from pgai_orm.catalog.report import Report, SlotStatus, VersionStatus
 
 __all__ = ["ERROR_KEYS", "error_json", "jsonable", "one_line", "render_errors", "render_report", "render_table", "slot_note", "slot_state"]
 
@@ -53,7 +53,12 @@ def render_report(report: Report) -> str:
     for vz in report.vectorizers:
         out.append("")
         rows = "table dropped" if vz.source_rows is None else f"{vz.source_rows} rows"
-        out.append(f"vectorizer {vz.name}: serving version {vz.serving_version}, {vz.errors} errors")
+        paused = ", paused" if vz.paused else ""
+        out.append(f"vectorizer {vz.name}: serving version {vz.serving_version}, {vz.errors} errors"
+                   f"{paused}")
+        if vz.paused:
+            out.append(f"  paused since {jsonable(vz.paused_at)}: nothing is embedded, changes wait"
+                       f" in Kafka (`vectorizer resume {vz.name}`)")
         out.append(f"  source: {vz.source} ({rows})")
         out.append(f"  connector: {vz.connector.describe()}")
         out.append(f"  topic: {vz.topic}")
@@ -65,7 +70,7 @@ def render_report(report: Report) -> str:
             ["version", "status", "rows applied", "with chunks", "chunks", "last applied LSN",
              "rows/s", "lag"],
             [[v.version, v.status, v.rows_applied, v.rows_with_chunks, v.chunks,
-              v.last_applied_lsn, v.rows_per_s_last_minute, v.consumer_lag]
+              v.last_applied_lsn, v.rows_per_s_last_minute, lag_cell(v)]
              for v in vz.versions]))
         for u in vz.usage:  # what the embedding provider was asked for (and bills)
             out.append(f"  version {u.version} usage: {u.tokens:,} tokens in {u.requests:,}"
@@ -74,10 +79,18 @@ def render_report(report: Report) -> str:
     out.append("\n(rows/s: source rows applied per second over the last minute; lag: events the"
                " version's\n consumer group has not committed yet)")
     if report.kafka is None:
-        out.append("(consumer lag: pass --kafka-bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS)")
+        out.append("(consumer lag: pass --kafka-bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS;"
+                   " ~N: as a worker last recorded it)")
     elif report.kafka != "ok":
         out.append(f"({report.kafka})")
     return "\n".join(out)
+
+
+def lag_cell(version: VersionStatus) -> int | str | None:
+    """The consumer lag as measured now, else as a worker last recorded it (``~N``)."""
+    if version.consumer_lag is not None or version.pending_recorded is None:
+        return version.consumer_lag
+    return f"~{version.pending_recorded}"
 
 
 def slot_state(slot: SlotStatus) -> str:

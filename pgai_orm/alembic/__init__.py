@@ -18,7 +18,9 @@ from pgai_orm.alembic.filters import (
 from pgai_orm.alembic.operations import (
     AlterVectorizerOp,
     CreateVectorizerOp,
+    DisableVectorizerOp,
     DropVectorizerOp,
+    EnableVectorizerOp,
     VectorizerOperationError,
     register_operations,
 )
@@ -26,7 +28,9 @@ from pgai_orm.alembic.operations import (
 __all__ = [
     "AlterVectorizerOp",
     "CreateVectorizerOp",
+    "DisableVectorizerOp",
     "DropVectorizerOp",
+    "EnableVectorizerOp",
     "IncludeName",
     "IncludeObject",
     "VectorizerOperationError",

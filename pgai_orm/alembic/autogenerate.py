@@ -22,13 +22,13 @@ from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy import MetaData, text
 
 from pgai_orm.alembic.operations import AlterVectorizerOp, CreateVectorizerOp, DropVectorizerOp
-from pgai_orm.configuration import VectorizerConfig
+from pgai_orm.configuration import ParsingAutoConfig, VectorizerConfig
 from pgai_orm.names import MANAGED_TABLES_KEY
 
 DECLARATIONS_KEY = "pgai_vectorizers"
 
 _CONFIG_FIELDS = ("embedding", "chunking", "formatting", "indexing", "processing", "loading",
-                  "text_indexing")
+                  "parsing", "text_indexing")
 
 
 def declare_vectorizer(metadata: MetaData, source: str, **kwargs: Any) -> CreateVectorizerOp:
@@ -40,13 +40,17 @@ def declare_vectorizer(metadata: MetaData, source: str, **kwargs: Any) -> Create
     operation = CreateVectorizerOp(source, **kwargs)
     declarations: dict[str, CreateVectorizerOp] = metadata.info.setdefault(DECLARATIONS_KEY, {})
     declarations[_declared_name(operation)] = operation
-    metadata.info.setdefault(MANAGED_TABLES_KEY, set()).add(operation._qualified_target())
+    if operation.config.destination is None:  # a column destination has no store table
+        metadata.info.setdefault(MANAGED_TABLES_KEY, set()).add(operation._qualified_target())
     return operation
 
 
 def _declared_name(operation: CreateVectorizerOp) -> str:
     if operation.name:
         return operation.name
+    if operation.config.destination is not None:  # pgai's default for a column destination
+        return (f"{operation.source_schema or 'public'}_{operation.source}_"
+                f"{operation.config.destination.embedding_column}")
     schema = operation.view_schema or operation.target_schema or operation.source_schema or "public"
     return f"{schema}_{operation.view_table or operation.source + '_embedding'}"
 
@@ -69,6 +73,7 @@ def _catalog_vectorizers(connection: Any) -> dict[str, CreateVectorizerOp]:
         found[name] = CreateVectorizerOp(
             s_table, source_schema=s_schema, name=name, target_schema=t_schema,
             target_table=t_table, view_schema=v_schema, view_table=v_table,
+            destination=cfg.destination,
             **{f: getattr(cfg, f) for f in _CONFIG_FIELDS if getattr(cfg, f) is not None})
     return found
 
@@ -132,12 +137,15 @@ def _kwargs(pairs: list[tuple[str, Any]]) -> str:
 def render_create_vectorizer(autogen_context: AutogenContext, op: CreateVectorizerOp) -> str:
     config = op.config
     configs = [getattr(config, f) for f in _CONFIG_FIELDS]
-    _import_config_classes(autogen_context, *configs)
+    _import_config_classes(autogen_context, *configs, config.destination)
     args = _kwargs([
         ("source", op.source), ("source_schema", op.source_schema), ("name", op.name),
         ("target_schema", op.target_schema), ("target_table", op.target_table),
         ("view_schema", op.view_schema), ("view_table", op.view_table),
-        *[(f, getattr(config, f)) for f in _CONFIG_FIELDS],
+        # parsing: only when not the default (ParsingAutoConfig), as pgai writes it
+        *[(f, getattr(config, f)) for f in _CONFIG_FIELDS
+          if not (f == "parsing" and config.parsing == ParsingAutoConfig())],
+        ("destination", config.destination),
         ("if_not_exists", op.if_not_exists), ("grant_to", op.grant_to),
     ])
     return f"op.create_vectorizer({args})"

@@ -56,9 +56,9 @@ IncludeObject = Callable[[Any, "str | None", str, bool, Any], bool]
 IncludeName = Callable[["str | None", str, "Mapping[str, str | None]"], bool]
 
 _CATALOG_RELATIONS_SQL = (
-    "SELECT target_schema, target_table FROM vectorizer.config_versions"
-    " UNION SELECT target_schema, target_table FROM vectorizer.vectorizers"
-    " UNION SELECT view_schema, view_table FROM vectorizer.vectorizers"
+    "SELECT target_schema, target_table FROM vectorizer.config_versions WHERE target_table IS NOT NULL"
+    " UNION SELECT target_schema, target_table FROM vectorizer.vectorizers WHERE target_table IS NOT NULL"
+    " UNION SELECT view_schema, view_table FROM vectorizer.vectorizers WHERE view_table IS NOT NULL"
 )
 
 
@@ -86,6 +86,8 @@ def _declared_views(metadatas: Iterable[MetaData]) -> set[str]:
     views = set()
     for md in metadatas:
         for op in md.info.get(DECLARATIONS_KEY, {}).values():
+            if op.config.destination is not None:
+                continue  # a column destination has no view
             schema = op.view_schema or op.target_schema or op.source_schema
             table = op.view_table or f"{op.source}_embedding"
             views.add(f"{schema}.{table}" if schema else table)

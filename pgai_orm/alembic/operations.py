@@ -1,4 +1,5 @@
-"""Alembic operations: ``op.create_vectorizer``, ``op.alter_vectorizer``, ``op.drop_vectorizer``.
+"""Alembic operations: ``op.create_vectorizer``, ``op.alter_vectorizer``, ``op.drop_vectorizer``,
+``op.disable_vectorizer`` and ``op.enable_vectorizer`` (pause and resume).
 
 Each operation is one small ``MigrateOperation`` whose SQL is produced in one place
 (``statements()``) and used by online execution, offline ``--sql`` rendering and autogenerate
@@ -30,7 +31,8 @@ from pgai_orm.configuration import (
     EmbeddingConfig,
     FormattingConfig,
     IndexingConfig,
-    LoadingColumnConfig,
+    LoadingConfig,
+    ParsingConfig,
     ProcessingConfig,
     TextIndexingConfig,
     VectorizerConfig,
@@ -147,7 +149,8 @@ class CreateVectorizerOp(MigrateOperation):
         formatting: FormattingConfig | None = None,
         indexing: IndexingConfig | None = None,
         processing: ProcessingConfig | None = None,
-        loading: LoadingColumnConfig | None = None,
+        loading: LoadingConfig | None = None,
+        parsing: ParsingConfig | None = None,
         if_not_exists: bool = False,
         grant_to: Sequence[str] | None = None,
         source_schema: str | None = None,
@@ -177,7 +180,7 @@ class CreateVectorizerOp(MigrateOperation):
         kwargs: dict[str, Any] = {k: v for k, v in (("embedding", embedding), ("chunking", chunking),
                                     ("formatting", formatting), ("indexing", indexing),
                                     ("processing", processing), ("loading", loading),
-                                    ("text_indexing", text_indexing))
+                                    ("parsing", parsing), ("text_indexing", text_indexing))
                   if v is not None}
         if column is not None:
             kwargs["destination"] = column
@@ -198,7 +201,8 @@ class CreateVectorizerOp(MigrateOperation):
         formatting: FormattingConfig | None = None,
         indexing: IndexingConfig | None = None,
         processing: ProcessingConfig | None = None,
-        loading: LoadingColumnConfig | None = None,
+        loading: LoadingConfig | None = None,
+        parsing: ParsingConfig | None = None,
         if_not_exists: bool = False,
         grant_to: Sequence[str] | None = None,
         source_schema: str | None = None,
@@ -221,7 +225,7 @@ class CreateVectorizerOp(MigrateOperation):
             source, name=name, target_schema=target_schema, target_table=target_table,
             view_schema=view_schema, view_table=view_table, embedding=embedding,
             chunking=chunking, formatting=formatting, indexing=indexing, processing=processing,
-            loading=loading, if_not_exists=if_not_exists, grant_to=grant_to,
+            loading=loading, parsing=parsing, if_not_exists=if_not_exists, grant_to=grant_to,
             source_schema=source_schema, text_indexing=text_indexing, destination=destination))
 
     def statements(self) -> list[TextClause]:
@@ -334,19 +338,20 @@ class AlterVectorizerOp(MigrateOperation):
                  formatting: FormattingConfig | None = None,
                  indexing: IndexingConfig | None = None,
                  processing: ProcessingConfig | None = None,
-                 loading: LoadingColumnConfig | None = None,
-                 text_indexing: TextIndexingConfig | None = None) -> None:
+                 loading: LoadingConfig | None = None,
+                 text_indexing: TextIndexingConfig | None = None,
+                 parsing: ParsingConfig | None = None) -> None:
         _check_optional_name(name, "name")
         self.name = name
         self.changes = {k: v for k, v in (("embedding", embedding), ("chunking", chunking),
                                           ("formatting", formatting), ("indexing", indexing),
                                           ("processing", processing), ("loading", loading),
-                                          ("text_indexing", text_indexing))
+                                          ("text_indexing", text_indexing), ("parsing", parsing))
                         if v is not None}
         if not self.changes:
             raise VectorizerOperationError(
                 "alter_vectorizer needs at least one of embedding, chunking, formatting, "
-                "indexing, processing, loading, text_indexing")
+                "indexing, processing, loading, parsing, text_indexing")
         # Set by autogenerate from the catalog, so a generated downgrade restores the old config.
         self.previous: dict[str, Any] | None = None
 
@@ -365,13 +370,14 @@ class AlterVectorizerOp(MigrateOperation):
                          formatting: FormattingConfig | None = None,
                          indexing: IndexingConfig | None = None,
                          processing: ProcessingConfig | None = None,
-                         loading: LoadingColumnConfig | None = None,
-                         text_indexing: TextIndexingConfig | None = None) -> Any:
+                         loading: LoadingConfig | None = None,
+                         text_indexing: TextIndexingConfig | None = None,
+                         parsing: ParsingConfig | None = None) -> Any:
         """Change the config of vectorizer ``name`` (see the class docstring)."""
         return operations.invoke(cls(name, embedding=embedding, chunking=chunking,
                                      formatting=formatting, indexing=indexing,
                                      processing=processing, loading=loading,
-                                     text_indexing=text_indexing))
+                                     text_indexing=text_indexing, parsing=parsing))
 
     def statements(self) -> list[TextClause]:
         patch = {k: v.to_dict() for k, v in self.changes.items()}
@@ -400,6 +406,61 @@ class AlterVectorizerOp(MigrateOperation):
         return f"AlterVectorizerOp(name={self.name!r}, changes={sorted(self.changes)})"
 
 
+class _PauseOp(MigrateOperation):
+    """Pause or resume one vectorizer by name: one call of a catalog function."""
+
+    function = ""  # the catalog function, set by each subclass
+
+    def __init__(self, name: str) -> None:
+        if name is None:
+            raise VectorizerOperationError(f"{type(self).__name__} needs the vectorizer's name")
+        _check_optional_name(name, "name")
+        self.name = name
+
+    def statements(self) -> list[TextClause]:
+        return [sa.text(f"SELECT vectorizer.{self.function}(:name)").bindparams(
+            sa.bindparam("name", self.name, type_=sa.Text()))]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+@Operations.register_operation("disable_vectorizer")
+class DisableVectorizerOp(_PauseOp):
+    """Pause a vectorizer (pgai: ``ai.disable_vectorizer_schedule``).
+
+    The workers stop embedding its changes within one catalog poll; the connector keeps
+    streaming them into Kafka (the replication slot keeps advancing, no WAL is held back), so
+    ``enable_vectorizer`` later catches up from where the workers stopped.
+    """
+
+    function = "disable_vectorizer"
+
+    @classmethod
+    def disable_vectorizer(cls, operations: Operations, name: str) -> Any:
+        """Pause vectorizer ``name``: nothing is embedded until ``op.enable_vectorizer(name)``."""
+        return operations.invoke(cls(name))
+
+    def reverse(self) -> EnableVectorizerOp:
+        return EnableVectorizerOp(self.name)
+
+
+@Operations.register_operation("enable_vectorizer")
+class EnableVectorizerOp(_PauseOp):
+    """Resume a paused vectorizer (pgai: ``ai.enable_vectorizer_schedule``): the workers embed
+    every change that waited in Kafka, then go on streaming."""
+
+    function = "enable_vectorizer"
+
+    @classmethod
+    def enable_vectorizer(cls, operations: Operations, name: str) -> Any:
+        """Resume vectorizer ``name`` (a no-op when it is not paused)."""
+        return operations.invoke(cls(name))
+
+    def reverse(self) -> DisableVectorizerOp:
+        return DisableVectorizerOp(self.name)
+
+
 # Offline migration contexts that already emitted the catalog install: an ``--sql`` script
 # holds it once, before the first vectorizer operation, however many operations follow.
 _offline_installed: weakref.WeakSet[MigrationContext] = weakref.WeakSet()
@@ -426,7 +487,7 @@ def _install_catalog_if_needed(operations: Operations) -> None:
 
 
 def _run(operations: Operations, operation: CreateVectorizerOp | DropVectorizerOp
-         | AlterVectorizerOp) -> None:
+         | AlterVectorizerOp | _PauseOp) -> None:
     _install_catalog_if_needed(operations)
     for statement in operation.statements():
         operations.execute(statement)
@@ -436,7 +497,8 @@ _registered = False
 
 
 def register_operations() -> None:
-    """Make ``op.create_vectorizer``, ``op.drop_vectorizer`` and ``op.alter_vectorizer`` available.
+    """Make ``op.create_vectorizer``, ``op.drop_vectorizer``, ``op.alter_vectorizer``,
+    ``op.disable_vectorizer`` and ``op.enable_vectorizer`` available.
 
     Call it once in ``env.py`` (idempotent). It also registers the autogenerate renderers so
     generated migrations can contain these operations.
@@ -444,7 +506,8 @@ def register_operations() -> None:
     global _registered
     if _registered:
         return
-    for op_cls in (CreateVectorizerOp, DropVectorizerOp, AlterVectorizerOp):
+    for op_cls in (CreateVectorizerOp, DropVectorizerOp, AlterVectorizerOp, DisableVectorizerOp,
+                   EnableVectorizerOp):
         Operations.implementation_for(op_cls)(_run)
     from pgai_orm.alembic import autogenerate  # noqa: F401  (registers renderers)
 

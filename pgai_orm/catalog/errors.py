@@ -67,9 +67,11 @@ def record_missing_sources(conn: Any) -> list[str]:
     rows = conn.execute(
         "INSERT INTO vectorizer.errors (vectorizer_id, version, pk, step, message)"
         " SELECT v.id, v.config_version, NULL, 'source', format("
-        "'source table %I.%I of vectorizer %s no longer exists: its store %I.%I is kept as it"
-        " was and no change can arrive; drop the vectorizer (op.drop_vectorizer)',"
-        " v.source_schema, v.source_table, v.name, v.target_schema, v.target_table)"
+        "'source table %I.%I of vectorizer %s no longer exists: %s and no change can arrive;"
+        " drop the vectorizer (op.drop_vectorizer)',"
+        " v.source_schema, v.source_table, v.name, CASE WHEN v.target_table IS NULL"
+        "  THEN 'its embedding column went with it'"
+        "  ELSE format('its store %I.%I is kept as it was', v.target_schema, v.target_table) END)"
         f" FROM vectorizer.vectorizers v WHERE {_SOURCE_EXISTS} IS NULL AND NOT EXISTS ("
         "  SELECT 1 FROM vectorizer.errors e WHERE e.vectorizer_id = v.id AND e.step = 'source')"
         " RETURNING message").fetchall()

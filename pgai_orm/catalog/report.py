@@ -70,6 +70,10 @@ class VersionStatus:
     consumer_lag: int | None = None  # events in the topic the group has not committed yet
     #: why its worker processes cannot start (its ``start`` error), None while they can
     start_error: str | None = None
+    #: the consumer lag a worker last recorded (``vectorizer.worker_progress``) and when: what
+    #: the SQL view shows, and the lag to show when no broker is given
+    pending_recorded: int | None = None
+    pending_recorded_at: Any = None
 
 
 @dataclass
@@ -128,6 +132,10 @@ class VectorizerStatus:
     connector: ConnectorPhase = field(default_factory=ConnectorPhase)
     #: tokens, requests and 429s per config version, provider and model (``vectorizer.usage``)
     usage: list[UsageRow] = field(default_factory=list)
+    #: paused (``vectorizer pause``, ``op.disable_vectorizer``): nothing is embedded, changes
+    #: wait in Kafka; ``paused_at`` since when (None while it runs)
+    paused: bool = False
+    paused_at: Any = None
 
 
 @dataclass
@@ -217,8 +225,11 @@ def read_versions(conn: Any, vectorizer_id: int) -> list[VersionStatus]:
     for version, status, schema, table, applied, with_chunks, hashed_chunks, lsn, recent in rows:
         # The store is the truth for chunks; applied_state's hash count is the fallback when the
         # table is being renamed under us by an activation.
-        chunks = _count(conn, schema, table) if _table_exists(conn, schema, table) else int(hashed_chunks)
-        versions.append(VersionStatus(int(version), status, f"{schema}.{table}", int(applied),
+        # A column destination (no store table, target NULL): its vectors are the applied hashes.
+        stored = table is not None and _table_exists(conn, schema, table)
+        chunks = _count(conn, schema, table) if stored else int(hashed_chunks)
+        store = f"{schema}.{table}" if table is not None else "(embedding column of the source)"
+        versions.append(VersionStatus(int(version), status, store, int(applied),
                                       int(with_chunks), chunks, lsn, round(int(recent) / 60, 2)))
     return versions
 
@@ -235,21 +246,29 @@ def read_report(conn: Any, prefix: str = DEFAULT_TOPIC_PREFIX) -> Report:
         return Report(database, slots, [], None)
     rows = conn.execute(
         "SELECT v.id, v.name, v.source_schema, v.source_table, v.config_version,"
-        "       (SELECT count(*) FROM vectorizer.errors e WHERE e.vectorizer_id = v.id)"
+        "       (SELECT count(*) FROM vectorizer.errors e WHERE e.vectorizer_id = v.id),"
+        "       v.paused_at"
         "  FROM vectorizer.vectorizers v ORDER BY v.id"
     ).fetchall()
+    progress = {(int(r[0]), int(r[1])): (r[2], r[3]) for r in conn.execute(
+        "SELECT vectorizer_id, version, pending, measured_at FROM vectorizer.worker_progress"
+        " WHERE pending IS NOT NULL").fetchall()}
     vectorizers = []
     cannot_start = start_errors(conn)
     usage = read_usage(conn)
-    for vid, name, schema, table, serving, errors in rows:
+    for vid, name, schema, table, serving, errors, paused_at in rows:
         source_rows = _count(conn, schema, table) if _table_exists(conn, schema, table) else None
         status = VectorizerStatus(name, f"{schema}.{table}", source_rows, int(serving),
                                   int(errors), read_versions(conn, int(vid)))
         status.topic = topic_name(prefix, database, schema, table)
+        status.paused, status.paused_at = paused_at is not None, paused_at
         for version in status.versions:
             version.consumer_group = consumer_group(prefix, database, int(vid), version.version)
             start_error = cannot_start.get((int(vid), version.version))
             version.start_error = start_error.message if start_error else None
+            recorded = progress.get((int(vid), version.version))
+            if recorded is not None:
+                version.pending_recorded, version.pending_recorded_at = int(recorded[0]), recorded[1]
         status.usage = [u for u in usage if u.vectorizer_id == int(vid)]
         vectorizers.append(status)
     return Report(database, slots, vectorizers, None)

@@ -641,6 +641,44 @@ END
 $fn$;
 
 
+-- Documents (docs/documents.md): a URI is read from a text column; a document in a column is
+-- bytea. pgai's rules (ai._validate_loading, ai._validate_parsing), checked against the live table.
+CREATE OR REPLACE FUNCTION vectorizer._validate_loading(
+    p_source_schema name, p_source_table name, p_config jsonb
+) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_loading text := p_config->'loading'->>'implementation';
+    v_parsing text := coalesce(p_config->'parsing'->>'implementation', 'auto');
+    v_column text := p_config->'loading'->>'column_name';
+    v_type text;
+BEGIN
+    IF v_loading IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT t.typname INTO v_type
+      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+     WHERE a.attrelid = format('%I.%I', p_source_schema, p_source_table)::regclass
+       AND a.attname = v_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF v_type IS NULL THEN
+        RETURN;  -- _validate_source names the missing column
+    END IF;
+    IF v_loading = 'uri' AND v_type NOT IN ('text', 'varchar', 'bpchar') THEN
+        RAISE EXCEPTION 'column "%" of %.% is %, but LoadingUriConfig reads a URI from a text column',
+            v_column, p_source_schema, p_source_table, v_type USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    IF v_loading = 'column' AND v_parsing = 'none' AND v_type = 'bytea' THEN
+        RAISE EXCEPTION 'column "%" of %.% is bytea (a document), which ParsingNoneConfig cannot read; use ParsingAutoConfig()',
+            v_column, p_source_schema, p_source_table USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    IF v_loading = 'column' AND v_parsing IN ('pymupdf', 'docling') AND v_type <> 'bytea' THEN
+        RAISE EXCEPTION 'column "%" of %.% is %, but parsing % needs a document: a bytea column or LoadingUriConfig',
+            v_column, p_source_schema, p_source_table, v_type, v_parsing USING ERRCODE = 'datatype_mismatch';
+    END IF;
+END
+$fn$;
+
+
 CREATE OR REPLACE FUNCTION vectorizer.create_vectorizer(
     p_source_schema text, p_source_table text, p_name text,
     p_target_schema text, p_target_table text, p_view_schema text, p_view_table text,
@@ -739,6 +777,7 @@ BEGIN
 
     IF v_column IS NULL THEN
         PERFORM vectorizer._validate_source(v_schema, p_source_table, p_source_column, p_placeholders);
+    PERFORM vectorizer._validate_loading(v_schema, p_source_table, p_config);
     ELSE
         PERFORM vectorizer._validate_read_columns(v_schema, p_source_table, p_source_column, p_placeholders);
         IF v_column = p_source_column OR v_column = ANY (coalesce(p_placeholders, '{}')) THEN
@@ -909,11 +948,12 @@ BEGIN
         v.source_schema, v.source_table,
         coalesce(p_source_column, v_config->'loading'->>'column_name', v_config->'chunking'->>'chunk_column'),
         p_placeholders);
+    PERFORM vectorizer._validate_loading(v.source_schema, v.source_table, v_config);
     -- A keyword index needs no re-embedding: it changes the current stores in place.
     IF p_patch ? 'text_indexing' THEN
         PERFORM vectorizer._alter_text_indexing(v.id, p_patch->'text_indexing');
     END IF;
-    IF NOT (p_patch ?| ARRAY['embedding', 'chunking', 'formatting', 'loading']) THEN
+    IF NOT (p_patch ?| ARRAY['embedding', 'chunking', 'formatting', 'loading', 'parsing']) THEN
         UPDATE vectorizer.config_versions SET config = config || p_patch
          WHERE vectorizer_id = v.id AND status IN ('active', 'building');
         UPDATE vectorizer.vectorizers SET config = config || p_patch, updated_at = now() WHERE id = v.id;

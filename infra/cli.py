@@ -25,6 +25,8 @@ PLUGIN_COMMANDS: tuple[str, ...] = (
     "infra.ops.commands:status_command",
     "infra.ops.commands:errors_command",
     "infra.ops.commands:replay_command",
+    "infra.ops.commands:pause_command",
+    "infra.ops.commands:resume_command",
     "infra.demo:demo_command",
 )
 

@@ -281,8 +281,8 @@ def migration(url: str, step: Callable[[Any], Any]) -> Any:
         engine.dispose()
 
 
-_CONFIG_PARTS = ("embedding", "chunking", "formatting", "loading", "indexing", "processing",
-                 "text_indexing")
+_CONFIG_PARTS = ("embedding", "chunking", "formatting", "loading", "parsing", "indexing",
+                 "processing", "text_indexing")
 
 
 def create_in_migration(op: Any, source: str, config: VectorizerConfig | Mapping[str, Any],

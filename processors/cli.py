@@ -18,6 +18,13 @@ the resolved settings, so the process holds this command's imports and nothing e
 With ``--metrics-port`` the command serves Prometheus metrics of all its worker processes on that
 one port (``processors.metrics`` explains the multiprocess mode); ``--log-format`` applies to
 every process.
+
+pgai's run-control flags: ``--once`` processes what is pending and exits (0, or 1 when rows
+failed), ``--vectorizer NAME`` / ``--vectorizer-id ID`` (repeatable) serve only those
+vectorizers, ``--exit-on-error`` ends the command at the first row error with status 1, after
+committing what was done (``processors.engine`` implements them). Under a supervisor, a worker
+process that exits under ``--once`` is not restarted, and the command ends when all did; under
+``--exit-on-error`` the first that exits with an error stops the others.
 """
 
 from __future__ import annotations
@@ -81,6 +88,12 @@ class Supervisor:
     web_port: int | None = None
     children: dict[int, _Child] = field(default_factory=dict)
     restarts: int = 0
+    #: ``--once``: a worker process that exits is done (not restarted); ``--exit-on-error``: one
+    #: that exits with an error stops the others; either way ``exit_status`` is the first error
+    once: bool = False
+    exit_on_error: bool = False
+    exit_status: int = 0
+    _done: set[int] = field(default_factory=set)
     _restart_at: dict[int, float] = field(default_factory=dict)
     _failures: dict[int, int] = field(default_factory=dict)
     _stopping: bool = False
@@ -122,6 +135,15 @@ class Supervisor:
                 continue
             self._reaped(child)
             del self.children[slot]
+            if self.once or (self.exit_on_error and status != 0):
+                self._done.add(slot)
+                # killed by a signal: the shell's 128 + signal number
+                self.exit_status = self.exit_status or (status if status >= 0 else 128 - status)
+                if status != 0 and self.exit_on_error:
+                    logger.error("worker process %d (pid %d) exited with %s: stopping the others"
+                                 " (--exit-on-error)", slot, child.process.pid, status)
+                    self._stopping = True
+                continue
             self.restarts += 1
             stable = now - child.started >= STABLE_AFTER_S
             failures = 1 if stable else self._failures.get(slot, 0) + 1
@@ -132,10 +154,16 @@ class Supervisor:
                            slot, child.process.pid, status, delay,
                            extra={"exit_status": status})
         for slot in range(self.concurrency):
-            if slot not in self.children and self._restart_at.get(slot, 0.0) <= now:
+            if (slot not in self.children and slot not in self._done
+                    and self._restart_at.get(slot, 0.0) <= now and not self._stopping):
                 self._spawn(slot)
+        if self.once and len(self._done) == self.concurrency:
+            self._stopping = True
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT (or, with ``once``, until every process is done);
+        the exit status for the command."""
+
         def stop(signum: int, frame: object) -> None:
             self._stopping = True
 
@@ -163,25 +191,61 @@ class Supervisor:
                 self._reaped(child)
             if self._metrics is not None:
                 self._metrics.close()
+        return self.exit_status
+
+
+@dataclass(frozen=True)
+class RunControl:
+    """pgai's run-control flags: which vectorizers, ``--once``, ``--exit-on-error``."""
+
+    names: tuple[str, ...] = ()
+    ids: tuple[int, ...] = ()
+    once: bool = False
+    exit_on_error: bool = False
+
+    def args(self) -> list[str]:
+        """The flags again, for a worker process or the re-executed command."""
+        args: list[str] = []
+        for name in self.names:
+            args += ["--vectorizer", name]
+        for vectorizer_id in self.ids:
+            args += ["--vectorizer-id", str(vectorizer_id)]
+        args += ["--once"] if self.once else []
+        args += ["--exit-on-error"] if self.exit_on_error else []
+        return args
 
 
 def _run_engine(settings: WorkerSettings, poll_interval: float, loglevel: str,
-                log_format: str) -> None:
-    """Worker-process mode: the engine (every served version's app) until SIGTERM."""
+                log_format: str, control: RunControl = RunControl()) -> None:
+    """Worker-process mode: the engine (every served version's app) until SIGTERM, or until it
+    finished by itself (``--once``, ``--exit-on-error``): then exit with its status."""
     import mode
 
     from pgai_orm.runtime.logs import install_json_hooks, logging_config
     from processors.engine import Engine
 
     setup_logging(log_format, loglevel)
-    engine = Engine(settings, poll_interval=poll_interval)
+    engine = Engine(settings, poll_interval=poll_interval, only=control.ids or None,
+                    names=control.names or None, once=control.once,
+                    exit_on_error=control.exit_on_error)
     # mode configures logging itself when it starts: hand it the same setup
     worker = mode.Worker(engine, loglevel=loglevel, redirect_stdouts=False,
                          logging_config=logging_config(log_format, loglevel),
                          quiet=True)
+    # the engine finished by itself: stop exactly as on SIGTERM (mode's handler waits for the
+    # graceful stop, in which each app commits what it did, before it closes the loop)
+    def finish() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    engine.on_finished = finish
     if log_format == "json":
         install_json_hooks()
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if not exc.code and engine.exit_status:
+            raise SystemExit(engine.exit_status) from None
+        raise
 
 
 @click.command(name="worker")
@@ -219,6 +283,16 @@ def _run_engine(settings: WorkerSettings, poll_interval: float, loglevel: str,
         "is a transient error, retried with backoff.")
 @log_level_option(hidden_aliases=("--loglevel",))
 @log_format_option()
+@option("--vectorizer", "names", multiple=True, metavar="NAME",
+        help="Serve only the vectorizer of this name (repeatable; default: all). With"
+        " --vectorizer-id, a vectorizer either names is served.")
+@option("--vectorizer-id", "-i", "ids", multiple=True, type=click.IntRange(min=1), metavar="ID",
+        help="Serve only the vectorizer of this id (repeatable; pgai's flag).")
+@option("--once", is_flag=True,
+        help="Process what is pending now, then exit: 0, or 1 when rows failed (for cron).")
+@option("--exit-on-error", is_flag=True,
+        help="Exit with status 1 at the first row that cannot be embedded (after committing"
+        " what was done) instead of recording it and going on.")
 @option("--engine", "engine_mode", is_flag=True, hidden=True,
         help="Internal: be one worker process (the supervisor starts these).")
 def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
@@ -226,7 +300,8 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
                    batch_within: float, session_timeout: float, poll_interval: float,
                    metrics_port: int | None, fetch_max_wait: float,
                    fetch_max_wait_ms: int | None, embedding_timeout: float, log_level: str,
-                   log_format: str, engine_mode: bool) -> None:
+                   log_format: str, names: tuple[str, ...], ids: tuple[int, ...], once: bool,
+                   exit_on_error: bool, engine_mode: bool) -> None:
     """Embed every change of every vectorizer's source table into its embedding store."""
     loglevel = log_level.lower()
     wait_ms = fetch_max_wait_ms if fetch_max_wait_ms is not None else round(fetch_max_wait * 1000)
@@ -240,6 +315,8 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
                       session_timeout=session_timeout, poll_interval=poll_interval,
                       fetch_max_wait_ms=wait_ms, embedding_timeout=embedding_timeout,
                       loglevel=loglevel, log_format=log_format)
+    control = RunControl(names, ids, once, exit_on_error)
+    args += control.args()
     if "infra.cli" in sys.modules:  # `vectorizer worker`: shed every other command's imports
         _reexec(args, concurrency, port, metrics_port)
     if engine_mode or concurrency == 1:
@@ -254,7 +331,7 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
             session_timeout=session_timeout, web_port=port, embedding_timeout=embedding_timeout,
         )
         try:
-            _run_engine(settings, poll_interval, loglevel, log_format)
+            _run_engine(settings, poll_interval, loglevel, log_format, control)
         finally:
             if close_metrics is not None:
                 close_metrics()
@@ -262,7 +339,10 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
     setup_logging(log_format, loglevel)
     logger.info("worker supervisor: %d worker processes, each serving every vectorizer",
                 concurrency)
-    Supervisor(args, concurrency, metrics_port or None, port).run()
+    status = Supervisor(args, concurrency, metrics_port or None, port, once=once,
+                        exit_on_error=exit_on_error).run()
+    if status:
+        sys.exit(status)
 
 
 def child_args(**options: Any) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import orjson
 from psycopg import AsyncConnection, sql
+from psycopg.types.json import Jsonb
 
 from pgai_orm.events import RowChange
 from processors.store import EmbeddingStore, RowWrite, StalePlanError, VersionState, WriteOutcome
@@ -122,7 +123,7 @@ class ColumnStore(EmbeddingStore):
                 values = {c: change.row[c] for c in self.read_columns
                           if change is not None and change.row is not None and c in change.row}
                 await copy.write_row((self._source_key(row.key_json, names), xid,
-                                      orjson.dumps(values).decode(), vector))
+                                      Jsonb(values), vector))
         column = sql.Identifier(self.embedding_column)
         query = sql.SQL(
             "UPDATE {src} AS s SET {col} = x.embedding FROM vectorizer_column_stage AS x"

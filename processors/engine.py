@@ -193,6 +193,10 @@ class Engine(mode.Service):
         self._start_failures: set[GroupKey] = set()
         self._said_unknown: frozenset[str] = frozenset()
         self._said_progress: str | None = None
+        #: held by a poll (which may be starting apps) and by ``on_stop``: an app whose start
+        #: is under way is stopped only once it started, never half-way (its consumer thread
+        #: would outlive the loop)
+        self._reconciling = asyncio.Lock()
         self.apps: dict[GroupKey, _Served] = {}
         self.restarts = 0
         self._retry_at: dict[GroupKey, float] = {}
@@ -219,6 +223,10 @@ class Engine(mode.Service):
 
     async def reconcile(self) -> None:
         """Make the running apps match the catalog: start, stop and restart them."""
+        async with self._reconciling:
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
         try:
             served = await asyncio.to_thread(read_served_versions, self.settings.database_url,
                                              check_catalog=not self._catalog_checked)
@@ -265,7 +273,7 @@ class Engine(mode.Service):
         now = time.monotonic()
         due = [key for key in sorted(wanted - self.apps.keys())
                if self._retry_at.get(key, 0.0) <= now]
-        if due and not self.should_stop:  # at once: an app's start waits for its group join
+        if due and not self.should_stop and not self._finishing:  # at once: a start waits for its group join
             await asyncio.gather(*(self._start_app(key) for key in due))
         if wanted:
             self._said_waiting = None
@@ -511,6 +519,11 @@ class Engine(mode.Service):
         logger.info("stopped serving vectorizer %d version %d: %s", key[0], key[1], why)
 
     async def on_stop(self) -> None:
-        """Stop every app at once: each drains its batch in flight and commits, in parallel."""
+        """Stop every app at once: each drains its batch in flight and commits, in parallel
+        (after the starts under way, if a poll is starting apps)."""
+        try:
+            await asyncio.wait_for(self._reconciling.acquire(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning("apps still starting after %.0f s: stopping them anyway", STOP_TIMEOUT_S)
         await asyncio.gather(*(self._stop_app(key, "the worker is stopping")
                                for key in list(self.apps)))

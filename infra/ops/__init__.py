@@ -1,4 +1,4 @@
-"""Operator commands: ``vectorizer status``, ``vectorizer errors`` and ``vectorizer replay``.
+"""Operator commands: ``vectorizer status``, ``errors``, ``replay``, ``pause`` and ``resume``.
 
 They work against any deployment (a database URL, optionally a broker), the embedded dev stack
 being only the fallback when no URL is given. Modules:

@@ -1,4 +1,5 @@
-"""The click commands ``vectorizer status``, ``vectorizer errors`` and ``vectorizer replay``.
+"""The click commands ``vectorizer status``, ``vectorizer errors``, ``vectorizer replay`` and
+``vectorizer pause`` / ``vectorizer resume``.
 
 Each takes ``--database-url`` (``$DATABASE_URL``), falling back to the running embedded dev
 stack; an unreachable database is a one-line error with the password hidden.
@@ -23,13 +24,16 @@ from infra.ops.report import add_consumer_lags, read_report
 from infra.services import recorded_database
 from infra.stack import STATE_DIR_ENV, EmbeddedStack
 from infra.urls import libpq_url, with_database
+from pgai_orm.catalog import catalog_exists
+from pgai_orm.catalog.progress import pause_vectorizer, resume_vectorizer
 from pgai_orm.catalog.report import NoCatalogError, UnknownVectorizerError, read_errors
 from pgai_orm.runtime.failures import DATABASE_HINT
 from pgai_orm.runtime.logs import scrub
 from pgai_orm.runtime.options import database_url_option, kafka_option, option
 from pgai_orm.runtime.urls import describe_database
 
-__all__ = ["errors_command", "replay_command", "status_command"]
+__all__ = ["errors_command", "pause_command", "replay_command", "resume_command",
+           "status_command"]
 
 
 def _resolve_database_url(database_url: str | None, state_dir: Path | None) -> str:
@@ -142,3 +146,36 @@ def replay_command(name: str, database_url: str | None, state_dir: Path | None, 
             f"version {started.version} did not catch up within {timeout:.0f}s "
             "(are `vectorizer connector` and `vectorizer worker` running?)")
     click.echo(f"version {started.version} serves queries now ({time.monotonic() - begun:.1f}s)")
+
+
+def _set_paused(name: str, database_url: str | None, state_dir: Path | None, pause: bool) -> None:
+    url = _resolve_database_url(database_url, state_dir)
+    with _database_errors(url), psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        if not catalog_exists(conn):
+            raise NoCatalogError()
+        (pause_vectorizer if pause else resume_vectorizer)(conn, name)
+
+
+@click.command(name="pause")
+@click.argument("name")
+@_database_options
+def pause_command(name: str, database_url: str | None, state_dir: Path | None) -> None:
+    """Pause vectorizer NAME: nothing is embedded until `vectorizer resume NAME`.
+
+    Its changes wait in Kafka and the replication slot keeps advancing (pgai:
+    ai.disable_vectorizer_schedule; SQL: vectorizer.disable_vectorizer(name))."""
+    _set_paused(name, database_url, state_dir, pause=True)
+    click.echo(f"vectorizer {name} is paused: the workers stop embedding it at their next catalog"
+               f" poll; its changes wait in Kafka until `vectorizer resume {name}`")
+
+
+@click.command(name="resume")
+@click.argument("name")
+@_database_options
+def resume_command(name: str, database_url: str | None, state_dir: Path | None) -> None:
+    """Resume vectorizer NAME: the workers embed what waited in Kafka, then go on streaming.
+
+    (pgai: ai.enable_vectorizer_schedule; SQL: vectorizer.enable_vectorizer(name))."""
+    _set_paused(name, database_url, state_dir, pause=False)
+    click.echo(f"vectorizer {name} is running: the workers catch up from where they stopped at"
+               " their next catalog poll (follow it with `vectorizer status`)")

@@ -69,7 +69,8 @@ def doc_rows() -> dict[str, dict[str, dict[str, str]]]:
 
 
 def documented_paths() -> list[str]:
-    paths = {"", "connector", "worker", "demo", "dev", "status", "errors", "replay"}
+    paths = {"", "connector", "worker", "demo", "dev", "status", "errors", "replay", "pause",
+             "resume"}
     dev = main.commands["dev"]
     assert isinstance(dev, click.Group)
     return sorted(paths)

@@ -58,7 +58,8 @@ def render_report(report: Report) -> str:
                    f"{paused}")
         if vz.paused:
             out.append(f"  paused since {jsonable(vz.paused_at)}: nothing is embedded, changes wait"
-                       f" in Kafka (`vectorizer resume {vz.name}`)")
+                       " in Kafka")
+            out.append(f"  (resume it with `vectorizer resume {vz.name}`)")
         out.append(f"  source: {vz.source} ({rows})")
         out.append(f"  connector: {vz.connector.describe()}")
         out.append(f"  topic: {vz.topic}")
@@ -80,7 +81,7 @@ def render_report(report: Report) -> str:
                " version's\n consumer group has not committed yet)")
     if report.kafka is None:
         out.append("(consumer lag: pass --kafka-bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS;"
-                   " ~N: as a worker last recorded it)")
+                   "\n ~N: as a worker last recorded it)")
     elif report.kafka != "ok":
         out.append(f"({report.kafka})")
     return "\n".join(out)

@@ -106,7 +106,8 @@ def test_connector_and_worker_run_with_least_privileges(
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON vectorizer.applied_state, vectorizer.errors"
         f" TO {worker_role}",
         f"GRANT USAGE ON SEQUENCE vectorizer.errors_id_seq TO {worker_role}",
-        f"GRANT SELECT, INSERT, UPDATE ON vectorizer.usage TO {worker_role}",
+        f"GRANT SELECT, INSERT, UPDATE ON vectorizer.usage, vectorizer.worker_progress"
+        f" TO {worker_role}",
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), sql.Identifier(worker_role)),
         sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(SCHEMA, TABLE), sql.Identifier(worker_role)),
         sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(

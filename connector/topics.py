@@ -59,6 +59,9 @@ class TopicAdmin:
             bootstrap_servers=bootstrap_servers,
             client_id="vectorizer-connector-admin",
             request_timeout_ms=request_timeout_ms,
+            # kafka-python waits 30 s for a first answer by default: a broker that is not there
+            # should be said (and retried with backoff) within seconds, not half a minute
+            bootstrap_timeout_ms=request_timeout_ms // 2,
         )
 
     def cluster_id(self) -> str | None:

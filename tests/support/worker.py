@@ -10,6 +10,7 @@ what the source implies (chunked, formatted and embedded outside the pipeline).
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -71,8 +72,9 @@ class Source:
     def __post_init__(self) -> None:
         self.producer = KafkaProducer(bootstrap_servers=self.servers, acks="all")
 
-    @property
+    @functools.cached_property
     def topic(self) -> str:
+        """The source's topic (read once: every send names it)."""
         with psycopg.connect(self.url) as conn:
             database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         return topic_name(self.prefix, database, "public", self.table)

@@ -555,18 +555,20 @@ def run_pgai(server_url: str, server: EmbeddingServer, rows: list[Row], args: ar
     result["default_poll_interval"] = pgai_default_poll_interval(exe)
 
 
-def create_pgai_vectorizer(conn: psycopg.Connection[Any], base_url: str) -> None:
-    """pgai's vectorizer on ``docs``, the same settings as ours (:func:`ours_config`)."""
+def create_pgai_vectorizer(conn: psycopg.Connection[Any], base_url: str, table: str = TABLE,
+                           name: str = "docs_pgai", store: str = STORE,
+                           view: str = "docs_embedding") -> None:
+    """pgai's vectorizer on ``table``, the same settings as ours (:func:`ours_config`)."""
     conn.execute(
-        "SELECT ai.create_vectorizer(%s::regclass, name => 'docs_pgai',"
+        "SELECT ai.create_vectorizer(%s::regclass, name => %s,"
         " loading => ai.loading_column('content'),"
         " embedding => ai.embedding_openai(%s, %s, base_url => %s),"
         " chunking => ai.chunking_recursive_character_text_splitter(%s, %s),"
         " formatting => ai.formatting_python_template(%s),"
         " indexing => ai.indexing_none(),"
         " destination => ai.destination_table(target_table => %s, view_name => %s))",
-        (TABLE, MODEL, DIMENSIONS, base_url, CHUNK_SIZE, CHUNK_OVERLAP, TEMPLATE,
-         STORE, "docs_embedding"))
+        (table, name, MODEL, DIMENSIONS, base_url, CHUNK_SIZE, CHUNK_OVERLAP, TEMPLATE,
+         store, view))
 
 
 def pgai_updates(url: str, server: EmbeddingServer, worker: PgaiWorker, ids_views: list[int],

@@ -45,16 +45,12 @@ sys.path.insert(0, str(ROOT))
 from bench.common import RssSampler, machine, print_table, wait_for, write_json  # noqa: E402
 from bench.vs_pgai import (  # noqa: E402
     API_KEY,
-    CHUNK_OVERLAP,
-    CHUNK_SIZE,
-    DIMENSIONS,
-    MODEL,
     PGAI_VENV,
-    TEMPLATE,
     EmbeddingServer,
     PgaiWorker,
     Row,
     build_rows,
+    create_pgai_vectorizer,
     ensure_pgai_venv,
     log,
     ours_config,
@@ -172,16 +168,8 @@ def run_pgai(server_url: str, server: EmbeddingServer, rows: list[Row], count: i
     stores = [f"{t}_store" for t in tables]
     with psycopg.connect(url, autocommit=True) as conn:
         for table, store in zip(tables, stores, strict=True):
-            conn.execute(
-                "SELECT ai.create_vectorizer(%s::regclass, name => %s,"
-                " loading => ai.loading_column('content'),"
-                " embedding => ai.embedding_openai(%s, %s, base_url => %s),"
-                " chunking => ai.chunking_recursive_character_text_splitter(%s, %s),"
-                " formatting => ai.formatting_python_template(%s),"
-                " indexing => ai.indexing_none(),"
-                " destination => ai.destination_table(target_table => %s, view_name => %s))",
-                (table, f"{table}_pgai", MODEL, DIMENSIONS, server.base_url("pgai"), CHUNK_SIZE,
-                 CHUNK_OVERLAP, TEMPLATE, store, f"{table}_view"))
+            create_pgai_vectorizer(conn, server.base_url("pgai"), table, f"{table}_pgai",
+                                   store, f"{table}_view")
     env = {**os.environ, "OPENAI_API_KEY": API_KEY}
     env.pop("VIRTUAL_ENV", None)
     worker = PgaiWorker(exe, url, env, log_dir / f"pgai-{count}.log", "1s")

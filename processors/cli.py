@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from pgai_orm.errors import InvariantError
+from pgai_orm.runtime.backoff import Backoff
 from pgai_orm.runtime.logs import setup_logging
 from pgai_orm.runtime.options import (
     database_url_option,
@@ -95,7 +96,7 @@ class Supervisor:
     exit_status: int = 0
     _done: set[int] = field(default_factory=set)
     _restart_at: dict[int, float] = field(default_factory=dict)
-    _failures: dict[int, int] = field(default_factory=dict)
+    _backoff: dict[int, Backoff] = field(default_factory=dict)
     _stopping: bool = False
     _metrics: SupervisorMetrics | None = None
 
@@ -146,9 +147,11 @@ class Supervisor:
                 continue
             self.restarts += 1
             stable = now - child.started >= STABLE_AFTER_S
-            failures = 1 if stable else self._failures.get(slot, 0) + 1
-            self._failures[slot] = failures
-            delay = min(FIRST_RESTART_S * 2.0 ** (failures - 1), MAX_RESTART_S)
+            backoff = self._backoff.setdefault(
+                slot, Backoff(FIRST_RESTART_S, MAX_RESTART_S, jitter=0))
+            if stable:
+                backoff.reset()
+            delay = backoff.next_delay()
             self._restart_at[slot] = now + delay
             logger.warning("worker process %d (pid %d) exited with %s; restarting in %.0f s",
                            slot, child.process.pid, status, delay,

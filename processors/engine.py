@@ -61,6 +61,7 @@ from pgai_orm.catalog.progress import ServedVersion, read_served
 from pgai_orm.configuration import ConfigurationError
 from pgai_orm.embedders.errors import MissingApiKeyError
 from pgai_orm.errors import VectorizerError
+from pgai_orm.runtime.backoff import Backoff
 from pgai_orm.runtime.failures import describe_unreachable, one_line
 from pgai_orm.runtime.logs import scrub
 from pgai_orm.runtime.urls import describe_database
@@ -198,16 +199,10 @@ class Engine(mode.Service):
         #: would outlive the loop)
         self._reconciling = asyncio.Lock()
         self.apps: dict[GroupKey, _Served] = {}
-        self.restarts = 0
         self._retry_at: dict[GroupKey, float] = {}
-        self._failures: dict[GroupKey, int] = {}
+        self._backoff: dict[GroupKey, Backoff] = {}
         self._catalog_checked = False
         self._said_waiting: str | None = None
-        self._wake = asyncio.Event()
-
-    def running(self) -> dict[GroupKey, int]:
-        """Apps running per config version (for the metrics endpoint; read from its thread)."""
-        return {key: 1 for key, served in list(self.apps.items()) if not served.app.crashed}
 
     @mode.Service.task
     async def _poll_catalog(self) -> None:
@@ -215,11 +210,7 @@ class Engine(mode.Service):
                     describe_database(self.settings.database_url))
         while not self.should_stop:
             await self.reconcile()
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
+            await self.sleep(self.poll_interval)  # returns early when the engine stops
 
     async def reconcile(self) -> None:
         """Make the running apps match the catalog: start, stop and restart them."""
@@ -267,7 +258,6 @@ class Engine(mode.Service):
             elif served_app.app.crashed:
                 crash = served_app.app.crash_reason
                 await self._stop_app(key, f"it crashed ({type(crash).__name__}: {crash})")
-                self.restarts += 1
                 uptime = time.monotonic() - served_app.started
                 self._schedule_retry(key, reset=uptime > MAX_RETRY_S)
         now = time.monotonic()
@@ -422,9 +412,11 @@ class Engine(mode.Service):
             self._said_waiting = what
 
     def _schedule_retry(self, key: GroupKey, *, reset: bool = False) -> float:
-        failures = 1 if reset else self._failures.get(key, 0) + 1
-        self._failures[key] = failures
-        delay = min(FIRST_RETRY_S * 2.0 ** (failures - 1), MAX_RETRY_S)
+        """When to try ``key`` again: 1 s, doubling up to 60 s; ``reset`` starts at 1 s again."""
+        backoff = self._backoff.setdefault(key, Backoff(FIRST_RETRY_S, MAX_RETRY_S, jitter=0))
+        if reset:
+            backoff.reset()
+        delay = backoff.next_delay()
         self._retry_at[key] = time.monotonic() + delay
         return delay
 

@@ -59,7 +59,7 @@ import threading
 import time
 import traceback
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -626,8 +626,10 @@ def ours_config(server: EmbeddingServer) -> dict[str, Any]:
     }
 
 
-def create_ours(url: str, server: EmbeddingServer) -> int:
-    """``op.create_vectorizer`` exactly as a migration runs it (the op's own statements)."""
+def create_ours(url: str, server: EmbeddingServer,
+                tables: Sequence[tuple[str, str, str]] = ((TABLE, "docs_ours", STORE),)) -> int:
+    """``op.create_vectorizer`` exactly as a migration runs it (the op's own statements), one per
+    ``(table, name, store)`` in one transaction; returns the id of the first vectorizer."""
     import logging
 
     from sqlalchemy import create_engine
@@ -636,16 +638,19 @@ def create_ours(url: str, server: EmbeddingServer) -> int:
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines drown the progress
 
-    op = CreateVectorizerOp(TABLE, name="docs_ours", target_table=STORE, **ours_config(server))
+    ops = [CreateVectorizerOp(table, name=name, target_table=store, **ours_config(server))
+           for table, name, store in tables]
     engine = create_engine(sqlalchemy_url(url))
     try:
         with engine.begin() as conn:
-            for statement in [*catalog_install_statements(), *op.statements()]:
+            for statement in [*catalog_install_statements(),
+                              *(st for op in ops for st in op.statements())]:
                 conn.execute(statement)
     finally:
         engine.dispose()
     with psycopg.connect(url, autocommit=True) as conn:
-        return int(scalar(conn, "SELECT id FROM vectorizer.vectorizers WHERE name = 'docs_ours'"))
+        return int(scalar(conn, "SELECT id FROM vectorizer.vectorizers WHERE name = %s",
+                          (tables[0][1],)))
 
 
 def applied_since(conn: psycopg.Connection[Any], vid: int, ids: list[int], lsn: str) -> int:

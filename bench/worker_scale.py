@@ -42,6 +42,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import vs_pgai  # noqa: E402
 from bench.common import RssSampler, machine, print_table, wait_for, write_json  # noqa: E402
 from bench.vs_pgai import (  # noqa: E402
     API_KEY,
@@ -53,12 +54,10 @@ from bench.vs_pgai import (  # noqa: E402
     create_pgai_vectorizer,
     ensure_pgai_venv,
     log,
-    ours_config,
     scalar,
     stack_urls,
 )
 from infra import pgadmin  # noqa: E402
-from infra.urls import sqlalchemy_url  # noqa: E402
 
 DEV_WORKER_ARGS = ("--session-timeout", "3", "--poll-interval", "1", "--batch-within", "0.2")
 
@@ -104,27 +103,10 @@ def wait_backfill(conn: psycopg.Connection[Any], stores: list[str], total: int, 
 
 
 def create_ours(url: str, server: EmbeddingServer, tables: list[str]) -> list[str]:
-    """``op.create_vectorizer`` per table, as a migration runs it; returns the store tables."""
-    import logging
-
-    from sqlalchemy import create_engine
-
-    from pgai_orm.alembic.operations import CreateVectorizerOp, catalog_install_statements
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    engine = create_engine(sqlalchemy_url(url))
+    """A vectorizer per table, as a migration creates it; returns the store tables."""
     stores = [f"{t}_store" for t in tables]
-    try:
-        with engine.begin() as conn:
-            for statement in catalog_install_statements():
-                conn.execute(statement)
-            for table, store in zip(tables, stores, strict=True):
-                op = CreateVectorizerOp(table, name=f"{table}_ours", target_table=store,
-                                        **ours_config(server))
-                for statement in op.statements():
-                    conn.execute(statement)
-    finally:
-        engine.dispose()
+    vs_pgai.create_ours(url, server, [(t, f"{t}_ours", st) for t, st in zip(tables, stores,
+                                                                            strict=True)])
     return stores
 
 

@@ -18,7 +18,7 @@ Usage::
 
 Without ``DATABASE_URL`` it starts the embedded stack, a fresh database, ``vectorizer connector``
 and ``--workers`` ``vectorizer worker`` processes (``infra.services.PipelineServices``, the demo's
-settings: 3 s session timeout, 0.2 s batch window). With ``--external`` it uses the pipeline that
+settings: 2 s session timeout, 0.2 s batch window). With ``--external`` it uses the pipeline that
 already runs against ``DATABASE_URL``/``KAFKA_BOOTSTRAP_SERVERS`` (e.g. docker compose) and only
 adds, then drops, its own table and vectorizer. Prints a table and writes ``bench/results/e2e.json``.
 """
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from infra import pgadmin
 from infra.corpus import load_corpus
 from infra.ops.render import render_table
-from infra.services import PipelineServices
+from infra.services import DEV_SESSION_TIMEOUT_S, PipelineServices
 from infra.stack import EmbeddedStack
 from infra.urls import libpq_url
 
@@ -288,7 +288,7 @@ def main() -> None:
         try:
             url = pgadmin.create_database(info.database_url, f"bench_{uuid.uuid4().hex[:8]}")
             create_vectorizer(url)
-            worker_args = ("--session-timeout", "3", "--poll-interval", "1",
+            worker_args = ("--session-timeout", str(DEV_SESSION_TIMEOUT_S), "--poll-interval", "1",
                            "--batch-within", str(args.batch_within))
             services = PipelineServices(url, info.kafka_bootstrap_servers, state / "logs",
                                         args.workers, mark=str(state), extra_worker_args=worker_args)

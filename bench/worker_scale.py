@@ -13,7 +13,7 @@ offline wordllama model, 256 dimensions), and this script reports:
 
 Then the *start-up* of our worker alone: with the connector already done (every change is in
 Kafka), the time from starting `vectorizer worker` until the first row is searchable, and until
-every row is, with the demo's dev settings (``--session-timeout 3 --batch-within 0.2``).
+every row is, with the demo's dev settings (``infra.services.DEV_WORKER_ARGS``).
 
 Ours runs as `vectorizer connector` + `vectorizer worker` (``infra.services``); pgai as
 ``pgai vectorizer worker`` with ``--poll-interval 1s`` from its own venv (``vs_pgai.py`` installs it
@@ -58,8 +58,7 @@ from bench.vs_pgai import (  # noqa: E402
     stack_urls,
 )
 from infra import pgadmin  # noqa: E402
-
-DEV_WORKER_ARGS = ("--session-timeout", "3", "--poll-interval", "1", "--batch-within", "0.2")
+from infra.services import DEV_WORKER_ARGS  # noqa: E402
 
 
 def create_tables(url: str, rows: list[Row], count: int) -> list[str]:

@@ -1,8 +1,12 @@
 """The ``vectorizer`` command: ``vectorizer dev up|down|status|env`` plus other packages' commands.
 
 Other packages plug in by exposing a click command or group and being listed in
-``PLUGIN_COMMANDS``. Every listed command must import: a broken plugin must not silently vanish
-from the CLI. Commands import their heavy dependencies (faust, models) lazily where they can.
+``PLUGIN_COMMANDS``. A plugin is imported when its command is used (or listed, by ``--help``):
+``vectorizer worker`` loads the worker's module and nothing of the connector, the demo or the
+operator commands, so the worker process holds only what it runs and starts without paying for
+the others. Every listed command must import: a broken plugin fails loudly when it is used or
+listed, and one whose optional extra is missing says which extra to install. ``--config`` maps a
+file's tables onto every command's options, so it loads them all.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import click
@@ -17,27 +22,51 @@ import click
 from infra.config_file import CONFIG_ENV, default_map
 from infra.errors import InfraError
 from infra.stack import STATE_DIR_ENV, EmbeddedStack
+from pgai_orm.errors import InvariantError
 
-#: ``module:attribute`` of click commands added under ``vectorizer``; add one line per package.
-PLUGIN_COMMANDS: tuple[str, ...] = (
-    "connector.cli:connector_command",
-    "processors.cli:worker_command",
-    "infra.ops.commands:status_command",
-    "infra.ops.commands:errors_command",
-    "infra.ops.commands:replay_command",
-    "infra.ops.commands:pause_command",
-    "infra.ops.commands:resume_command",
-    "infra.demo:demo_command",
-)
+#: Command name -> ``module:attribute`` of the click command added under ``vectorizer``; add one
+#: line per command.
+PLUGIN_COMMANDS: dict[str, str] = {
+    "connector": "connector.cli:connector_command",
+    "worker": "processors.cli:worker_command",
+    "status": "infra.ops.commands:status_command",
+    "errors": "infra.ops.commands:errors_command",
+    "replay": "infra.ops.commands:replay_command",
+    "pause": "infra.ops.commands:pause_command",
+    "resume": "infra.ops.commands:resume_command",
+    "demo": "infra.demo:demo_command",
+}
+#: The extra (pyproject.toml) that installs what a plugin module imports beyond the base.
+PLUGIN_EXTRAS = {"connector.cli": "connector", "processors.cli": "worker",
+                 "infra.ops.commands": "pipeline", "infra.demo": "demo"}
+_OUR_PACKAGES = ("connector", "processors", "pgai_orm", "infra")
+
+
+class PluginGroup(click.Group):
+    """A click group whose plugin commands are imported on first use (``PLUGIN_COMMANDS``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *PLUGIN_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in PLUGIN_COMMANDS:
+            self.add_command(_load_plugin(cmd_name, PLUGIN_COMMANDS[cmd_name]))
+        return self.commands.get(cmd_name)
+
+    def load_all(self) -> MutableMapping[str, click.Command]:
+        """Every command, plugins imported (``--config`` and tests need them all)."""
+        for name in PLUGIN_COMMANDS:
+            self.get_command(click.Context(self), name)
+        return self.commands
 
 
 def _read_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
     """Load ``--config`` before the subcommand's options are resolved (they read its defaults)."""
     if value is not None:
-        ctx.default_map = default_map(value, main.commands)
+        ctx.default_map = default_map(value, main.load_all())
 
 
-@click.group(name="vectorizer")
+@click.group(name="vectorizer", cls=PluginGroup)
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), envvar=CONFIG_ENV,
               show_envvar=True, default=None, is_eager=True, expose_value=False,
               callback=_read_config,
@@ -146,12 +175,6 @@ def env(ctx: click.Context) -> None:
         click.echo(f"{key}={value}")
 
 
-#: The extra (pyproject.toml) that installs what a plugin module imports beyond the base.
-PLUGIN_EXTRAS = {"connector.cli": "connector", "processors.cli": "worker",
-                 "infra.ops.commands": "pipeline", "infra.demo": "demo"}
-_OUR_PACKAGES = ("connector", "processors", "pgai_orm", "infra")
-
-
 def _missing_extra_command(name: str, extra: str, missing: str) -> click.Command:
     """Stands in for a command whose optional dependencies are not installed: it says which
     extra installs them (a plugin never vanishes silently)."""
@@ -167,19 +190,17 @@ def _missing_extra_command(name: str, extra: str, missing: str) -> click.Command
     return unavailable
 
 
-def _load_plugins() -> None:
-    for spec in PLUGIN_COMMANDS:
-        module_name, attr = spec.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            missing = (exc.name or "").split(".")[0]
-            if missing in _OUR_PACKAGES or module_name not in PLUGIN_EXTRAS:
-                raise  # a broken plugin, not a missing extra: fail loudly
-            name = attr.removesuffix("_command").replace("_", "-")
-            main.add_command(_missing_extra_command(name, PLUGIN_EXTRAS[module_name], missing))
-            continue
-        main.add_command(getattr(module, attr))
-
-
-_load_plugins()
+def _load_plugin(name: str, spec: str) -> click.Command:
+    """Import one plugin's command, or a stand-in naming the extra that is not installed."""
+    module_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing in _OUR_PACKAGES or module_name not in PLUGIN_EXTRAS:
+            raise  # a broken plugin, not a missing extra: fail loudly
+        return _missing_extra_command(name, PLUGIN_EXTRAS[module_name], missing)
+    command: click.Command = getattr(module, attr)
+    if command.name != name:
+        raise InvariantError(f"PLUGIN_COMMANDS[{name!r}] is `vectorizer {command.name}` ({spec})")
+    return command

@@ -31,6 +31,7 @@ from alembic.operations import Operations
 from psycopg import sql
 from sqlalchemy import create_engine
 
+from infra.services import DEV_SESSION_TIMEOUT_S
 from infra.urls import sqlalchemy_url
 from pgai_orm.alembic import register_operations
 from pgai_orm.configuration import (
@@ -158,7 +159,8 @@ class Pipeline:
         log = (self.log_dir / "worker.log").open("ab")
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "processors.cli", "--topic-prefix", self.prefix,
-             "--session-timeout", "3", "--batch-within", "0.2", "--poll-interval", "0.5",
+             "--session-timeout", str(DEV_SESSION_TIMEOUT_S), "--batch-within", "0.2",
+             "--poll-interval", "0.5",
              "--without-web", "--loglevel", "info", *self.extra_worker_args],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=self._env(), start_new_session=True)
 

@@ -11,9 +11,8 @@ no second interpreter, and a crash ends the command (run it under a process mana
 restarts it: the compose file's ``restart:``, systemd, Kubernetes). With ``--concurrency N`` it
 is a small supervisor of N worker processes, which restarts one that died after a backoff
 (1 s, doubling, at most 60 s; reset once it ran for a minute). The supervisor imports neither
-faust nor psycopg nor a model. Either way, ``vectorizer worker`` run through the ``vectorizer``
-command (which loads every subcommand) re-executes itself as ``python -m processors.cli`` with
-the resolved settings, so the process holds this command's imports and nothing else.
+faust nor a model. The ``vectorizer`` command imports a subcommand's module only when it runs
+(``infra.cli``), so ``vectorizer worker`` holds this command's imports and none of the others'.
 
 With ``--metrics-port`` the command serves Prometheus metrics of all its worker processes on that
 one port (``processors.metrics`` explains the multiprocess mode); ``--log-format`` applies to
@@ -38,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -207,7 +206,7 @@ class RunControl:
     exit_on_error: bool = False
 
     def args(self) -> list[str]:
-        """The flags again, for a worker process or the re-executed command."""
+        """The flags again, for a worker process (the supervisor's command line)."""
         args: list[str] = []
         for name in self.names:
             args += ["--vectorizer", name]
@@ -320,14 +319,17 @@ def worker_command(database_url: str, bootstrap_servers: str, topic_prefix: str,
                       loglevel=loglevel, log_format=log_format)
     control = RunControl(names, ids, once, exit_on_error)
     args += control.args()
-    if "infra.cli" in sys.modules:  # `vectorizer worker`: shed every other command's imports
-        _reexec(args, concurrency, port, metrics_port)
     if engine_mode or concurrency == 1:
         # first: nothing may import prometheus_client before its directory is set
         close_metrics = _serve_own_metrics(metrics_port) if metrics_port and not engine_mode \
             else None
         from processors.app import WorkerSettings
+        from processors.interpreter import set_worker_switch_interval
 
+        try:
+            set_worker_switch_interval()  # before the model thread exists
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
         settings = WorkerSettings(
             database_url=database_url, bootstrap_servers=bootstrap_servers,
             topic_prefix=topic_prefix, batch_size=batch_size, batch_within=batch_within,
@@ -356,18 +358,6 @@ def child_args(**options: Any) -> list[str]:
         flag = "--log-level" if name == "loglevel" else "--" + name.replace("_", "-")
         args += [flag, str(value)]
     return args
-
-
-def _reexec(args: list[str], concurrency: int, web_port: int | None,
-            metrics_port: int | None) -> NoReturn:
-    """Replace this process by ``python -m processors.cli`` with the resolved settings."""
-    args = [*args, "--concurrency", str(concurrency)]
-    args += ["--web-port", str(web_port)] if web_port is not None else ["--without-web"]
-    if metrics_port:
-        args += ["--metrics-port", str(metrics_port)]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "processors.cli", *args])
 
 
 def _serve_own_metrics(port: int) -> Callable[[], None]:

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from infra.ports import free_port
+from infra.services import DEV_SESSION_TIMEOUT_S
 from pgai_orm.runtime.logs import JsonFormatter, TextFormatter
 from tests.support.configs import local_config
 from tests.support.worker import TEXT, Source, make_source, stop_worker, wait_for
@@ -98,7 +99,7 @@ def test_metrics_endpoints_and_json_logs(source: Source, tmp_path: Path) -> None
             env={**env, "VECTORIZER_LOG_FORMAT": "json"})
         worker = subprocess.Popen(
             [sys.executable, "-m", "processors.cli", "--topic-prefix", source.prefix,
-             "--session-timeout", "3", "--batch-within", "0.2", "--poll-interval", "0.5",
+             "--session-timeout", str(DEV_SESSION_TIMEOUT_S), "--batch-within", "0.2", "--poll-interval", "0.5",
              "--without-web", "--loglevel", "info", "--log-format", "json"],
             cwd=ROOT, stdout=wlog, stderr=subprocess.STDOUT,
             env={**env, "VECTORIZER_WORKER_METRICS_PORT": str(worker_port)})

@@ -29,6 +29,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from psycopg import sql
 
+from infra.services import DEV_SESSION_TIMEOUT_S
 from pgai_orm.embedders import create_embedder
 from pgai_orm.names import topic_name
 from processors.chunking import chunker_for
@@ -38,7 +39,7 @@ from tests.support import polling
 from tests.support.events import row_change, tombstone, truncate_records
 from tests.support.vectorizers import create_vectorizer
 
-SESSION_TIMEOUT = "3"
+SESSION_TIMEOUT = str(DEV_SESSION_TIMEOUT_S)
 WAIT_S = 60.0
 
 TEXT = (

@@ -90,7 +90,7 @@ def test_every_command_follows_the_naming_scheme() -> None:
 
 
 def test_old_spellings_still_parse_but_stay_out_of_help() -> None:
-    connector = main.commands["connector"]
+    connector = main.load_all()["connector"]
     ctx = connector.make_context("connector", [
         "--database-url", "postgresql://u@h/db", "--bootstrap-servers", "k:9092",
         "--catalog-poll", "2", "--broker-check", "3", "--log-level", "debug"])
@@ -105,7 +105,7 @@ def test_old_spellings_still_parse_but_stay_out_of_help() -> None:
 
 def test_dev_takes_the_state_dir_after_the_subcommand_too(tmp_path: object) -> None:
     """``vectorizer dev up --state-dir X`` like ``vectorizer status --state-dir X``."""
-    dev = main.commands["dev"]
+    dev = main.load_all()["dev"]
     assert isinstance(dev, click.Group)
     for name in ("up", "down", "status", "env"):
         assert any(isinstance(p, click.Option) and "--state-dir" in p.opts
@@ -115,7 +115,7 @@ def test_dev_takes_the_state_dir_after_the_subcommand_too(tmp_path: object) -> N
 
 
 def test_a_sqlalchemy_url_reaches_the_command_as_a_libpq_url() -> None:
-    connector = main.commands["connector"]
+    connector = main.load_all()["connector"]
     ctx = connector.make_context("connector", [
         "--database-url", "postgresql+psycopg://u:p@h:5433/db", "--kafka-bootstrap-servers", "k"])
     assert ctx.params["database_url"] == "postgresql://u:p@h:5433/db"

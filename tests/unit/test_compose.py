@@ -58,8 +58,8 @@ def command_of(service: dict[str, Any]) -> list[str]:
 
 def subcommand(name: str) -> click.Command:
     assert isinstance(main, click.Group)
-    command = main.commands.get(name)
-    assert command is not None, f"`vectorizer {name}` does not exist; commands: {sorted(main.commands)}"
+    command = main.load_all().get(name)
+    assert command is not None, f"`vectorizer {name}` does not exist; commands: {sorted(main.load_all())}"
     return command
 
 

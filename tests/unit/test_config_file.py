@@ -95,9 +95,9 @@ def test_mistakes_name_what_is_wrong(tmp_path: Path, text: str, message: str) ->
     path = tmp_path / "vectorizer.toml"
     path.write_text(text)
     with pytest.raises(ConfigFileError, match=message):
-        default_map(path, main.commands)
+        default_map(path, main.load_all())
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="cannot read the configuration file"):
-        default_map(tmp_path / "nope.toml", main.commands)
+        default_map(tmp_path / "nope.toml", main.load_all())

@@ -71,7 +71,7 @@ def doc_rows() -> dict[str, dict[str, dict[str, str]]]:
 def documented_paths() -> list[str]:
     paths = {"", "connector", "worker", "demo", "dev", "status", "errors", "replay", "pause",
              "resume"}
-    dev = main.commands["dev"]
+    dev = main.load_all()["dev"]
     assert isinstance(dev, click.Group)
     return sorted(paths)
 

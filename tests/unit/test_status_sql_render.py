@@ -1,5 +1,5 @@
 """``vectorizer status`` of a paused vectorizer, and the lag a worker recorded when no broker is
-asked; the run-control flags survive the re-exec and the supervisor's command line."""
+asked; the run-control flags survive the supervisor's command line."""
 
 from __future__ import annotations
 

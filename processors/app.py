@@ -57,6 +57,7 @@ from processors.pipeline import (
     RETRYABLE_DB_ERRORS,
     BatchReport,
     Pipeline,
+    PlannedBatch,
     PreparedBatch,
     VersionSpec,
 )
@@ -305,7 +306,11 @@ class VersionRunner:
                 self.spec.group_id, self.topic, event.source, self.instance, self.foreign_events)
 
     async def prepare_batch(self, values: list[bytes | None], keys: list[bytes | None]) -> PreparedBatch:
-        """Parse, plan and embed a batch on the read connection (may overlap a commit).
+        """Parse, plan and embed a batch (:meth:`plan_batch`, then :meth:`embed_batch`)."""
+        return await self.embed_batch(await self.plan_batch(values, keys))
+
+    async def plan_batch(self, values: list[bytes | None], keys: list[bytes | None]) -> PlannedBatch:
+        """Parse and plan a batch on the read connection (may overlap an embedding and a commit).
 
         Events of another catalog instance (``source`` set and not this database's) are dropped
         before planning: acked with the batch, never applied, not recorded as errors."""
@@ -334,11 +339,19 @@ class VersionRunner:
             self.metrics.events_consumed.inc(foreign)
         if bad:
             await self.errors.publish(bad)
-        prepared = await self._retrying("prepare", self._read_connection, self._close_read,
-                                        lambda conn: self.pipeline.prepare(conn, events))
-        self._count_embedding(prepared.report)
-        self.metrics.errors([e.step for e in bad] + [e.step for e in prepared.errors])
+        planned = await self._retrying("prepare", self._read_connection, self._close_read,
+                                       lambda conn: self.pipeline.plan(conn, events))
+        self.metrics.errors([e.step for e in bad])
         self.metrics.events_consumed.inc(len(bad))  # malformed: consumed, recorded as errors
+        return planned
+
+    async def embed_batch(self, planned: PlannedBatch) -> PreparedBatch:
+        """Embed a planned batch (no database work: the read connection is only held for the
+        retry loop, which treats a failure here like one in planning)."""
+        prepared = await self._retrying("embed", self._read_connection, self._close_read,
+                                        lambda conn: self.pipeline.embed(planned))
+        self._count_embedding(prepared.report)
+        self.metrics.errors([e.step for e in prepared.errors])
         return prepared
 
     def _count_embedding(self, report: BatchReport) -> None:
@@ -355,7 +368,9 @@ class VersionRunner:
         async def commit(conn: AsyncConnection[Any]) -> BatchReport:
             try:
                 return await self.pipeline.commit(conn, prepared)
-            except StalePlanError:  # the previous batch changed some of these rows
+            except StalePlanError as exc:  # the previous batch changed some of these rows
+                logger.info("%s: batch plan went stale (%s); planning it again",
+                            self.spec.group_id, exc)
                 report = await self.pipeline.process(conn, prepared.events)
                 redone.append(report)
                 return report
@@ -487,43 +502,70 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings, *,
 
     @app.agent(source, name=f"embed-{spec.vectorizer_id}-v{spec.version}")
     async def embed_changes(stream: faust.StreamT[Any]) -> None:
-        # Batch N+1 is embedded while batch N commits; commits stay in batch order, and each
-        # batch's events are acked by its own commit task right after its transaction.
-        committing: asyncio.Future[None] | None = None
+        # Three batches in flight, each in another stage: the agent plans batch N+2 (reads,
+        # chunking, formatting on the loop) while batch N+1 is embedded (a model thread or a
+        # provider request) and batch N commits. One embedding at a time, commits in batch
+        # order, and each batch's events are acked by its own task right after its transaction.
+        tail: asyncio.Future[None] | None = None  # the newest batch's embed-then-commit task
+        embedding: asyncio.Event | None = None  # set when that batch's embedding is done
+        in_flight: set[asyncio.Future[None]] = set()  # every such task not yet finished
 
         async def ack(events: list[Any]) -> None:
             for event in events:
                 await stream.ack(event)
 
-        async def commit_then_ack(prepared: PreparedBatch, events: list[Any]) -> None:
+        async def isolate_then_ack(events: list[Any], exc: BatchFailedError) -> None:
+            await runner.isolate([e.message.value for e in events],
+                                 [e.message.key for e in events], exc)
+            await ack(events)
+
+        async def embed_then_commit(planned: PlannedBatch, events: list[Any],
+                                    before: asyncio.Future[None] | None,
+                                    embedded: asyncio.Event) -> None:
+            failure: BatchFailedError | None = None
+            try:
+                prepared = await runner.embed_batch(planned)
+            except BatchFailedError as exc:
+                failure = exc
+            finally:
+                embedded.set()
+            if before is not None:
+                await before  # the batch before commits first
+            if failure is not None:
+                await isolate_then_ack(events, failure)
+                return
             try:
                 await runner.commit_batch(prepared, [e.message.partition for e in events])
             except BatchFailedError as exc:
-                await runner.isolate([e.message.value for e in events],
-                                     [e.message.key for e in events], exc)
+                await isolate_then_ack(events, exc)
+                return
             await ack(events)
 
         try:
             # cut when the stream goes quiet: a lone change does not wait out batch_within
             batches = quiet_batches(stream, settings.batch_size, settings.batch_within)
             async for events in batches:
+                if tail is not None and tail.done():
+                    tail.result()  # a bug in an earlier batch's task ends the agent here
                 values = [e.message.value for e in events]
                 keys = [e.message.key for e in events]
                 try:
-                    prepared = await runner.prepare_batch(values, keys)
+                    planned = await runner.plan_batch(values, keys)
                 except BatchFailedError as exc:
-                    if committing is not None:  # keep commits in batch order
-                        await committing
-                        committing = None
-                    await runner.isolate(values, keys, exc)
-                    await ack(events)
+                    if tail is not None:  # keep commits in batch order
+                        await tail
+                        tail = None
+                    await isolate_then_ack(events, exc)
                     continue
-                if committing is not None:
-                    await committing
-                committing = asyncio.ensure_future(commit_then_ack(prepared, events))
+                if embedding is not None:
+                    await embedding.wait()
+                embedding = asyncio.Event()
+                tail = asyncio.ensure_future(embed_then_commit(planned, events, tail, embedding))
+                in_flight.add(tail)
+                tail.add_done_callback(in_flight.discard)
         finally:
-            if committing is not None and not committing.done():
-                committing.cancel()  # rolled back and not acked: redelivered, never lost
+            for task in in_flight:
+                task.cancel()  # rolled back and not acked: redelivered, never lost
 
     @app.task
     async def declare_dead_letter_topic() -> None:

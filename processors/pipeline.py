@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -139,11 +139,20 @@ class PreparedBatch:
     errors: list[RowError] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class PlannedBatch:
+    """A batch read, chunked and formatted, with its texts not yet embedded (:meth:`Pipeline.embed`)."""
+
+    prepared: PreparedBatch
+    planned: list[_Planned]
+
+
 class Pipeline:
     """Applies batches of events to the store of one config version.
 
-    :meth:`process` does a whole batch; :meth:`prepare` and :meth:`commit` split it so that a
-    worker can embed the next batch while the previous one commits (on two connections).
+    :meth:`process` does a whole batch. :meth:`plan`, :meth:`embed` and :meth:`commit` split it
+    so that a worker plans the next batch while this one is embedded and the one before commits
+    (the model, the loop and the database each busy with a different batch).
     """
 
     def __init__(
@@ -198,18 +207,19 @@ class Pipeline:
 
     async def prepare(self, conn: AsyncConnection[Any], events: Sequence[Event | None],
                       batch: ReducedBatch | None = None) -> PreparedBatch:
-        """Everything before the transaction: state reads, re-reads, chunking, embedding.
+        """Everything before the transaction: :meth:`plan`, then :meth:`embed`."""
+        return await self.embed(await self.plan(conn, events, batch))
 
-        Dead letters are published here, before the store commit, so that a crash in between
-        duplicates them rather than losing them.
-        """
+    async def plan(self, conn: AsyncConnection[Any], events: Sequence[Event | None],
+                   batch: ReducedBatch | None = None) -> PlannedBatch:
+        """State reads, re-reads, document loading, chunking and formatting: all but embedding."""
         batch = batch or reduce_newest(events)
         report = BatchReport(events=len(events), changes=len(batch.changes))
         prepared = PreparedBatch(batch, report, events)
         state = await self.store.version_state(conn)
         if state is None or not state.writable:
             report.inactive = True
-            return prepared
+            return PlannedBatch(prepared, [])
         applied = await self.store.applied(conn, (c.key_json for c in batch.changes))
         floor = max(state.truncated_lsn, batch.truncate_lsn or 0)
         todo: list[RowChange] = []
@@ -223,7 +233,19 @@ class Pipeline:
                 continue
             todo.append(change)
         planned = await self._plan(conn, todo, applied, prepared.writes, prepared.errors, report)
-        await self._embed(planned, prepared.writes, prepared.errors, report)
+        return PlannedBatch(prepared, planned)
+
+    async def embed(self, planned: PlannedBatch) -> PreparedBatch:
+        """Embed a planned batch's new texts: the batch, ready for :meth:`commit`.
+
+        Safe to call again on the same plan (a retry): it adds to copies of the plan's writes.
+        Dead letters are published here, before the store commit, so that a crash in between
+        duplicates them rather than losing them.
+        """
+        base = planned.prepared
+        prepared = replace(base, writes=list(base.writes), errors=list(base.errors))
+        if not base.report.inactive:
+            await self._embed(planned.planned, prepared.writes, prepared.errors, prepared.report)
         if prepared.errors:
             await self.errors.publish(prepared.errors)
         return prepared

@@ -337,3 +337,28 @@ def test_the_supervisor_of_several_worker_processes_restarts_one_that_dies(
         for source in sources:
             wait_for(source.store_matches_source, "every vectorizer to follow after the restart")
     assert "exited with" in log.read_text() and "restarting in" in log.read_text()
+
+
+def test_keys_rewritten_in_consecutive_batches_end_as_the_source_says(
+        database: str, kafka_bootstrap_servers: str, tmp_path: Path) -> None:
+    """Tiny batches over a few keys: while one batch commits, the next is embedded and the one
+    after is planned against applied state the first has not written yet, so plans go stale
+    (the same text back again, a delete, a re-insert); the store still ends as the source."""
+    source = make_source(database, kafka_bootstrap_servers, local_config())
+    log = tmp_path / "worker.log"
+    texts = [TEXT, "A second text entirely. " + TEXT, "Third. " + TEXT * 2]
+    for i in range(1, 7):
+        source.upsert(i, title=f"post {i}", content=texts[0])
+    for n in range(60):
+        key = 1 + n % 6
+        if n % 11 == 10:
+            source.delete(key)
+            source.upsert(key, title=f"again {key}", content=texts[n % 3])
+        else:
+            source.upsert(key, op="update", content=texts[n % 3], title=f"post {key} v{n}")
+    for n in range(24):  # one key only: every batch is planned before the one before commits
+        source.upsert(1, op="update", content=texts[n % 3], title=f"post 1 w{n % 2}")
+    source.flush()
+    with worker(source, "--batch-size", "3", "--log-level", "info", log=log):
+        wait_for(source.store_matches_source, "every key to end as its last change left it")
+    assert "batch plan went stale" in log.read_text()  # the path under test was taken

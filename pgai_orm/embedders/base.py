@@ -77,6 +77,11 @@ class Embedder(ABC):
     #: the provider's name in usage counts and metrics (``openai``, ``litellm``, ...)
     provider: str = "unknown"
     model: str = ""
+    #: how many of a worker's batches may be embedding at once: two for a provider behind a
+    #: network, so it computes one batch while the worker sends or reads the other (the round
+    #: trip and the worker's own work no longer leave it idle); the pacing bucket still bounds
+    #: the rate
+    batches_in_flight: int = 2
 
     def __init__(
         self,

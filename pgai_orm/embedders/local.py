@@ -87,6 +87,8 @@ class LocalEmbedder(Embedder):
 
     limits = BatchLimits(max_inputs=512)
     provider = "local"
+    #: one model thread: a second would compete with the first and the event loop for the GIL
+    batches_in_flight = 1
 
     def __init__(self, model: str = WORDLLAMA, dimensions: int = 256, **kwargs: Any) -> None:
         kwargs.setdefault("concurrency", 1)

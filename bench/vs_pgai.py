@@ -1002,6 +1002,14 @@ def _backfill_cpu(system: dict[str, Any]) -> str | None:
     return f"{cpu['total_cpu_s']:.1f} ({cpu['cores_busy']:.2f} of {cpu['cores']} cores)"
 
 
+def _cpu_floor(system: dict[str, Any]) -> str | None:
+    """The shortest backfill that system's CPU work allows on this machine's cores."""
+    cpu = _get(system, "backfill", "cpu")
+    if not cpu:
+        return None
+    return f"{cpu['total_cpu_s'] / cpu['cores']:.2f} (measured {cpu['wall_s']:.2f})"
+
+
 def _server_ms_per_1k(cpu_s: float | None, chunks: int | None) -> str | None:
     return f"{cpu_s / chunks * 1_000_000:.0f}" if cpu_s is not None and chunks else None
 
@@ -1034,6 +1042,7 @@ def report(r: dict[str, Any]) -> None:
         ("ours / pgai, chunks/s after the first row", _ratio(ratios.get("ours_over_pgai")),
          "1.00" if pgai_cps else "-", "-"),
         ("backfill CPU, all processes (core-s)", _backfill_cpu(us), _backfill_cpu(pg), "-"),
+        ("  that CPU on all cores: shortest backfill (s)", _cpu_floor(us), _cpu_floor(pg), "-"),
         ("  of it the model server's (core-s)", _get(us, "backfill", "cpu", "cpu_s", "model server"),
          _get(pg, "backfill", "cpu", "cpu_s", "model server"), "-"),
         ("  model server CPU per 1k chunks (ms)",

@@ -507,14 +507,19 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings, *,
 
     @app.agent(source, name=f"embed-{spec.vectorizer_id}-v{spec.version}")
     async def embed_changes(stream: faust.StreamT[Any]) -> None:
-        # Batches in flight, each in another stage: the agent plans batch N+2 (reads, chunking,
-        # formatting on the loop) while batch N+1 is embedded (a model thread, or a provider
-        # request: the embedder's ``batches_in_flight`` of them at once) and batch N commits.
-        # Commits stay in batch order, and each batch's events are acked by its own task right
-        # after its transaction.
-        tail: asyncio.Future[None] | None = None  # the newest batch's embed-then-commit task
+        # Batches overlap, each in another stage. With a local model (one batch embedding at a
+        # time) the agent plans and embeds batch N+1 while batch N commits. With a provider behind
+        # a network (``batches_in_flight`` > 1) the agent only plans: batch N+2 is planned while
+        # N+1 (and more, up to that number) are embedding and N commits. No deeper than that:
+        # while the stages are full the agent waits, and the events that arrive meanwhile make
+        # its next batch bigger, so a steady trickle is not cut into ever more tiny batches that
+        # each pay a whole transaction (measured: at 200 rows/s the local model's p95 grew by
+        # half with a third stage). Commits stay in batch order, and each batch's events are
+        # acked by its own task right after its transaction.
+        tail: asyncio.Future[None] | None = None  # the newest batch's task
         embedding_slots: asyncio.Semaphore | None = None  # sized once the pipeline is built
         in_flight: set[asyncio.Future[None]] = set()  # every such task not yet finished
+        embedding: asyncio.Future[PreparedBatch] | None = None  # the newest batch's embedding
 
         async def ack(events: list[Any]) -> None:
             for event in events:
@@ -525,16 +530,19 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings, *,
                                  [e.message.key for e in events], exc)
             await ack(events)
 
-        async def embed_then_commit(planned: PlannedBatch, events: list[Any],
-                                    before: asyncio.Future[None] | None,
-                                    slots: asyncio.Semaphore) -> None:
-            failure: BatchFailedError | None = None
+        async def embed(planned: PlannedBatch, slots: asyncio.Semaphore) -> PreparedBatch:
             try:
-                prepared = await runner.embed_batch(planned)
-            except BatchFailedError as exc:
-                failure = exc
+                return await runner.embed_batch(planned)
             finally:
                 slots.release()
+
+        async def commit_in_order(embedding: Awaitable[PreparedBatch], events: list[Any],
+                                  before: asyncio.Future[None] | None) -> None:
+            failure: BatchFailedError | None = None
+            try:
+                prepared = await embedding
+            except BatchFailedError as exc:
+                failure = exc
             if before is not None:
                 await before  # the batch before commits first
             if failure is not None:
@@ -563,16 +571,23 @@ def create_app(spec: VersionSpec, topic: str, settings: WorkerSettings, *,
                         tail = None
                     await isolate_then_ack(events, exc)
                     continue
+                at_once = runner.batches_in_flight
                 if embedding_slots is None:  # the pipeline exists once a batch was planned
-                    embedding_slots = asyncio.Semaphore(runner.batches_in_flight)
+                    embedding_slots = asyncio.Semaphore(at_once)
                 await embedding_slots.acquire()
-                tail = asyncio.ensure_future(
-                    embed_then_commit(planned, events, tail, embedding_slots))
+                embedding = asyncio.ensure_future(embed(planned, embedding_slots))
+                if at_once == 1:
+                    await asyncio.wait([embedding])  # here, while the batch before commits
+                while len(in_flight) > (at_once if at_once > 1 else 0):  # the stages are full
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                tail = asyncio.ensure_future(commit_in_order(embedding, events, tail))
                 in_flight.add(tail)
                 tail.add_done_callback(in_flight.discard)
         finally:
             for task in in_flight:
                 task.cancel()  # rolled back and not acked: redelivered, never lost
+            if embedding is not None:
+                embedding.cancel()  # one not handed to a task yet (a no-op once it is done)
 
     @app.task
     async def declare_dead_letter_topic() -> None:

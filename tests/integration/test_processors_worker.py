@@ -339,12 +339,26 @@ def test_the_supervisor_of_several_worker_processes_restarts_one_that_dies(
     assert "exited with" in log.read_text() and "restarting in" in log.read_text()
 
 
+@pytest.mark.parametrize("provider", ["local", "openai"])
 def test_keys_rewritten_in_consecutive_batches_end_as_the_source_says(
-        database: str, kafka_bootstrap_servers: str, tmp_path: Path) -> None:
-    """Tiny batches over a few keys: while one batch commits, the next is embedded and the one
-    after is planned against applied state the first has not written yet, so plans go stale
-    (the same text back again, a delete, a re-insert); the store still ends as the source."""
-    source = make_source(database, kafka_bootstrap_servers, local_config())
+        database: str, kafka_bootstrap_servers: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, provider: str) -> None:
+    """Tiny batches over a few keys: a batch is planned while the one before it is embedded or
+    commits (local model: one embedding at a time; a provider: two, the next planned beside
+    them), against applied state that batch has not written yet, so plans go stale (the same
+    text back again, a delete, a re-insert); the store still ends as the source."""
+    with FakeOpenAIServer() as server:
+        monkeypatch.setenv("PROCESSORS_TEST_KEY", server.api_key)
+        config = (local_config() if provider == "local"
+                  else openai_config(server.base_url, "PROCESSORS_TEST_KEY"))
+        _rewrite_keys_in_consecutive_batches(database, kafka_bootstrap_servers, tmp_path, config,
+                                             {"PROCESSORS_TEST_KEY": server.api_key})
+
+
+def _rewrite_keys_in_consecutive_batches(database: str, kafka_bootstrap_servers: str,
+                                         tmp_path: Path, config: dict[str, Any],
+                                         env: dict[str, str]) -> None:
+    source = make_source(database, kafka_bootstrap_servers, config)
     log = tmp_path / "worker.log"
     texts = [TEXT, "A second text entirely. " + TEXT, "Third. " + TEXT * 2]
     for i in range(1, 7):
@@ -359,6 +373,6 @@ def test_keys_rewritten_in_consecutive_batches_end_as_the_source_says(
     for n in range(24):  # one key only: every batch is planned before the one before commits
         source.upsert(1, op="update", content=texts[n % 3], title=f"post 1 w{n % 2}")
     source.flush()
-    with worker(source, "--batch-size", "3", "--log-level", "info", log=log):
+    with worker(source, "--batch-size", "3", "--log-level", "info", log=log, env=env):
         wait_for(source.store_matches_source, "every key to end as its last change left it")
     assert "batch plan went stale" in log.read_text()  # the path under test was taken

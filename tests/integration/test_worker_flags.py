@@ -21,7 +21,7 @@ from tests.support.vectorizers import install_catalog
 from tests.support.worker import TEXT, Source, make_source, start_worker, stop_worker, wait_for, worker
 
 CONFIG = local_config(dimensions=64)
-#: seconds a --once run may take here: start-up, a group join (3 s session), the rows
+#: seconds a --once run may take here: start-up, a group join (2 s session), the rows
 ONCE_TIMEOUT_S = 60.0
 
 

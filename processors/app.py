@@ -346,10 +346,10 @@ class VersionRunner:
         return planned
 
     async def embed_batch(self, planned: PlannedBatch) -> PreparedBatch:
-        """Embed a planned batch (no database work: the read connection is only held for the
-        retry loop, which treats a failure here like one in planning)."""
-        prepared = await self._retrying("embed", self._read_connection, self._close_read,
-                                        lambda conn: self.pipeline.embed(planned))
+        """Embed a planned batch, retried like the other steps. It needs no database
+        connection, so it neither waits for one nor resets the read connection, on which the
+        next batch may be planning at the same time."""
+        prepared = await self._attempts("embed", lambda: self.pipeline.embed(planned))
         self._count_embedding(prepared.report)
         self.metrics.errors([e.step for e in prepared.errors])
         return prepared
@@ -409,12 +409,24 @@ class VersionRunner:
     async def _retrying(self, what: str, connect: Callable[[], Awaitable[AsyncConnection[Any]]],
                         reset: Callable[[], Awaitable[None]],
                         step: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """Run ``step`` until it succeeds; database outages are waited out, bugs end the process."""
+        """Run ``step`` on the connection until it succeeds; database outages are waited out
+        (the connection is reset in between), bugs end the process."""
+
+        async def on_connection() -> T:
+            return await step(await connect())
+
+        return await self._attempts(what, on_connection, reset)
+
+    async def _attempts(self, what: str, attempt: Callable[[], Awaitable[T]],
+                        reset: Callable[[], Awaitable[None]] | None = None) -> T:
+        """Run ``attempt`` until it succeeds, with backoff: database outages are waited out, and
+        after ``MAX_BATCH_FAILURES`` other failures :class:`BatchFailedError` says the batch cannot
+        be done. ``reset`` runs before each retry."""
         delay = 0.2
         failures = 0
         while True:
             try:
-                return await step(await connect())
+                return await attempt()
             except RETRYABLE_DB_ERRORS as exc:
                 logger.warning("store unavailable during %s (%s: %s); retrying in %.1fs",
                                what, type(exc).__name__, exc, delay)
@@ -423,7 +435,8 @@ class VersionRunner:
                 logger.exception("batch %s failed (%d/%d)", what, failures, MAX_BATCH_FAILURES)
                 if failures >= MAX_BATCH_FAILURES:
                     raise BatchFailedError(what, failures) from exc
-            await reset()
+            if reset is not None:
+                await reset()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 

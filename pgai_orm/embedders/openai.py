@@ -5,8 +5,8 @@ with the pipeline's bounded policy, and the SDK's exceptions are mapped to our t
 Requests ask for ``encoding_format: base64`` (the SDK's default; a quarter of the JSON size of
 floats), and the answer's body is decoded here (``orjson`` and ``numpy.frombuffer``) instead of by
 the SDK, whose pydantic models and list copies of every float were most of a worker's CPU per
-batch; an endpoint that answers floats anyway is read as floats. ``dimensions`` is sent only to models that accept it
-(``text-embedding-ada-002`` rejects it). ``user`` carries pgai's ``chat_user``.
+batch; an endpoint that answers floats anyway is read as floats. ``dimensions`` is sent only to
+models that accept it (``text-embedding-ada-002`` rejects it). ``user`` carries pgai's ``chat_user``.
 
 Requests go through ``with_raw_response`` so the ``x-ratelimit-*`` headers reach the pacing
 bucket of this key, endpoint and model (:mod:`pgai_orm.embedders.ratelimit`), and
@@ -179,7 +179,8 @@ def decode_embeddings(body: bytes, base_url: str | None = None) -> tuple[list[Ve
 
 def _vector(embedding: str | list[float]) -> Vector:
     if isinstance(embedding, str):  # little-endian float32, base64
-        return list[float](np.frombuffer(base64.b64decode(embedding), dtype="<f4").tolist())
+        vector: Vector = np.frombuffer(base64.b64decode(embedding), dtype="<f4").tolist()
+        return vector
     if not isinstance(embedding, list):
         raise TypeError(f"an embedding is a {type(embedding).__name__}, not a list or base64")
     return embedding
